@@ -1,0 +1,200 @@
+"""`PartitionPlan`: the contract between partitioners and the optimizer.
+
+A plan maps every trainable parameter's fully-qualified name (as ``model.named_parameters()``
+yields it, tied parameters once) to a :class:`PlanEntry`: its shape, its role in the model, its
+:class:`~partitioners.layout.BlockLayout` and the method that decided it. Plans are plain data:
+they print as a table, round-trip exactly through YAML and compare with ``==``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+import yaml
+
+from .layout import BlockLayout
+
+#: Roles a partitioner may assign (free text is allowed; these are the ones we produce).
+ROLES = (
+    "embedding",  # lookup table: one block per token row
+    "output",  # projection producing the logits: one block per token row
+    "query",
+    "key",
+    "value",
+    "qkv",  # fused projection with segments
+    "attn_out",
+    "linear",  # MLP and other linear maps
+    "expert",  # 3-D mixture-of-experts weights
+    "conv",
+    "norm",  # multiplicative 1-D scale
+    "bias",  # additive 1-D parameter
+    "other",  # not explained by the graph
+)
+
+#: Methods that can decide an entry, most to least trustworthy.
+METHODS = ("export", "fx", "structure", "names", "rule", "manual")
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One parameter's row in the plan."""
+
+    shape: tuple[int, ...]
+    role: str
+    layout: BlockLayout
+    decided_by: str = "manual"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+
+    @property
+    def num_blocks(self) -> int:
+        return self.layout.num_blocks(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "role": self.role,
+            "layout": self.layout.to_dict(),
+            "decided_by": self.decided_by,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PlanEntry:
+        return cls(
+            shape=tuple(data["shape"]),
+            role=str(data["role"]),
+            layout=BlockLayout.from_dict(dict(data["layout"])),
+            decided_by=str(data.get("decided_by", "manual")),
+        )
+
+
+class PlanMismatchError(ValueError):
+    """A plan does not describe the parameters it is applied to."""
+
+
+class PartitionPlan(Mapping[str, PlanEntry]):
+    """An ordered, immutable mapping ``fqn -> PlanEntry``; each layout is checked against its shape."""
+
+    def __init__(self, entries: Mapping[str, PlanEntry] | Iterable[tuple[str, PlanEntry]]):
+        items = entries.items() if isinstance(entries, Mapping) else entries
+        self._entries: dict[str, PlanEntry] = {}
+        for name, entry in items:
+            if name in self._entries:
+                raise ValueError(f"parameter {name!r} appears twice in the plan")
+            try:
+                entry.layout.check(entry.shape)
+            except ValueError as err:
+                raise PlanMismatchError(f"plan entry {name!r}: {err}") from None
+            self._entries[name] = entry
+
+    # ---- mapping ------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> PlanEntry:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PartitionPlan):
+            return NotImplemented
+        return list(self._entries.items()) == list(other._entries.items())
+
+    def __hash__(self) -> int:  # plans are values
+        return hash(tuple(self._entries.items()))
+
+    def replace(self, name: str, **changes: Any) -> PartitionPlan:
+        """A copy with entry ``name``'s fields (role, layout, decided_by) changed."""
+        if name not in self._entries:
+            raise KeyError(f"no parameter {name!r} in the plan")
+        new = dict(self._entries)
+        new[name] = replace(new[name], **changes)
+        return PartitionPlan(new)
+
+    # ---- totals -------------------------------------------------------------------------
+    @property
+    def num_params(self) -> int:
+        return sum(torch.Size(e.shape).numel() for e in self._entries.values())
+
+    @property
+    def num_blocks(self) -> int:
+        """Second-moment values the plan keeps (AdamW keeps ``num_params``)."""
+        return sum(e.num_blocks for e in self._entries.values())
+
+    # ---- checking against parameters ------------------------------------------------------
+    def check_params(self, named_params: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Raise :class:`PlanMismatchError` naming the first parameter the plan doesn't fit.
+
+        Shapes are compared with the *global* shape (a DTensor's full shape under FSDP2).
+        """
+        seen = set()
+        for name, p in named_params:
+            seen.add(name)
+            if name not in self._entries:
+                raise PlanMismatchError(
+                    f"parameter {name!r} {tuple(p.shape)} is not in the partition plan; "
+                    "re-run auto_partition on this model or add an entry for it"
+                )
+            want = self._entries[name].shape
+            if tuple(p.shape) != want:
+                raise PlanMismatchError(
+                    f"parameter {name!r} has shape {tuple(p.shape)} but the plan was made for "
+                    f"{want}; the plan belongs to another model"
+                )
+        extra = [n for n in self._entries if n not in seen]
+        if extra:
+            raise PlanMismatchError(
+                f"the plan names parameters the model doesn't have: {extra[:5]}"
+                + (" ..." if len(extra) > 5 else "")
+                + "; the plan belongs to another model (or those params are frozen)"
+            )
+
+    # ---- plain data / YAML --------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: e.to_dict() for name, e in self._entries.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> PartitionPlan:
+        return cls((str(name), PlanEntry.from_dict(e)) for name, e in data.items())
+
+    def to_yaml(self) -> str:
+        """YAML text; ``PartitionPlan.from_yaml(plan.to_yaml()) == plan``."""
+        return yaml.safe_dump({"params": self.to_dict()}, sort_keys=False, default_flow_style=None)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> PartitionPlan:
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict) or "params" not in data:
+            raise ValueError("a partition plan YAML has a top-level 'params' mapping")
+        return cls.from_dict(data["params"])
+
+    # ---- table --------------------------------------------------------------------------
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """Table rows: (param, shape, role, layout, #blocks, decided-by)."""
+        return [
+            (name, "x".join(map(str, e.shape)) or "()", e.role, str(e.layout), f"{e.num_blocks:,}", e.decided_by)
+            for name, e in self._entries.items()
+        ]
+
+    def summary(self) -> str:
+        """Footer: blocks (v values) against parameters (what AdamW would keep)."""
+        n, b = self.num_params, self.num_blocks
+        frac = b / n if n else 0.0
+        return f"{len(self)} tensors, {n:,} params, {b:,} v values ({frac:.4%} of AdamW's v)"
+
+    def __str__(self) -> str:
+        header = ("param", "shape", "role", "layout", "#blocks", "decided-by")
+        rows = self.rows()
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(self.summary())
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"PartitionPlan(<{self.summary()}>)"
