@@ -127,10 +127,13 @@ class PartitionPlan(Mapping[str, PlanEntry]):
         return sum(e.num_blocks for e in self._entries.values())
 
     # ---- checking against parameters ------------------------------------------------------
-    def check_params(self, named_params: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def check_params(
+        self, named_params: Iterable[tuple[str, torch.Tensor]], *, allow_extra: bool = False
+    ) -> None:
         """Raise :class:`PlanMismatchError` naming the first parameter the plan doesn't fit.
 
         Shapes are compared with the *global* shape (a DTensor's full shape under FSDP2).
+        ``allow_extra`` accepts plan entries for parameters not given (a subset being optimized).
         """
         seen = set()
         for name, p in named_params:
@@ -147,7 +150,7 @@ class PartitionPlan(Mapping[str, PlanEntry]):
                     f"{want}; the plan belongs to another model"
                 )
         extra = [n for n in self._entries if n not in seen]
-        if extra:
+        if extra and not allow_extra:
             raise PlanMismatchError(
                 f"the plan names parameters the model doesn't have: {extra[:5]}"
                 + (" ..." if len(extra) > 5 else "")

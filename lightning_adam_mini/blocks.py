@@ -1,0 +1,75 @@
+"""`BlockReduction`: turns a plan's layout into the two tensor ops the update needs.
+
+For one parameter, ``mean_square(grad)`` gives the per-block mean of ``grad**2`` in the shape of
+its second moment ``v`` (fp32), and ``expand(x)`` broadcasts a ``v``-shaped tensor back over the
+parameter. Rows of equal size make a block's mean the mean of its rows' means, so the reduction
+is one ``vector_norm`` over the reduced axes, then (only for grouped rows) an ``index_add`` of
+the few row values into their blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from partitioners import BlockLayout
+
+
+@dataclass(frozen=True)
+class BlockReduction:
+    """Static per-parameter description of its blocks (built once, reused every step)."""
+
+    v_shape: tuple[int, ...]
+    reduce_dims: tuple[int, ...]  # axes averaged inside a row; () for per-element
+    row_numel: int  # elements per row (product of the reduced axes)
+    axis: int  # the row axis (grouping axis)
+    row_to_block: Tensor | None  # int64 [rows] block of each row, None when one block per row
+    rows_per_block: Tensor | None  # fp32, v-shaped broadcast along `axis`
+
+    @classmethod
+    def build(cls, layout: BlockLayout, shape: tuple[int, ...], device: torch.device) -> BlockReduction:
+        layout.check(shape)
+        dims = layout.reduce_dims(len(shape))
+        index = layout.row_to_block(shape)
+        v_shape = layout.v_shape(shape)
+        row_to_block = rows_per_block = None
+        if index is not None:
+            row_to_block = torch.tensor(index, dtype=torch.long, device=device)
+            counts = torch.bincount(row_to_block, minlength=v_shape[layout.axis]).float()
+            view = [1] * len(shape)
+            view[layout.axis] = -1
+            rows_per_block = counts.view(view)
+        return cls(
+            v_shape=v_shape,
+            reduce_dims=dims,
+            row_numel=math.prod(shape[d] for d in dims),
+            axis=layout.axis,
+            row_to_block=row_to_block,
+            rows_per_block=rows_per_block,
+        )
+
+    @property
+    def is_elementwise(self) -> bool:
+        return not self.reduce_dims and self.row_to_block is None
+
+    def mean_square(self, grad: Tensor) -> Tensor:
+        """Per-block mean of ``grad**2`` (fp32, shape ``v_shape``)."""
+        if not self.reduce_dims:
+            row = grad.float().square()
+        else:
+            row = torch.linalg.vector_norm(
+                grad, 2, dim=self.reduce_dims, keepdim=True, dtype=torch.float32
+            ).square_().div_(self.row_numel)
+        if self.row_to_block is None:
+            return row.reshape(self.v_shape)
+        summed = row.new_zeros(self.v_shape).index_add_(self.axis, self.row_to_block, row)
+        return summed.div_(self.rows_per_block)
+
+    def expand(self, x: Tensor) -> Tensor:
+        """Broadcast a ``v``-shaped tensor so that it lines up with the parameter."""
+        if self.row_to_block is None:
+            return x
+        return x.index_select(self.axis, self.row_to_block)

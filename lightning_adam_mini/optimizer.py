@@ -1,0 +1,285 @@
+"""`AdamMini`: a thin ``torch.optim.Optimizer`` over a :class:`~partitioners.PartitionPlan`.
+
+The class validates, groups and owns state; the math lives in :func:`.functional.adam_mini`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from partitioners import PartitionPlan, PlanMismatchError, auto_partition
+
+from .blocks import BlockReduction
+from .functional import adam_mini
+
+ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
+
+
+def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
+    """Raise ``ValueError`` naming the first invalid hyperparameter."""
+    lr_value = lr.item() if isinstance(lr, Tensor) else lr
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError(f"lr as a tensor must hold one value, got shape {tuple(lr.shape)}")
+    checks = (
+        ("lr", lr_value, 0.0, math.inf),
+        ("eps", eps, 0.0, math.inf),
+        ("weight_decay", weight_decay, 0.0, math.inf),
+    )
+    for name, value, low, high in checks:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value < high:
+            raise ValueError(f"AdamMini: {name} must be a finite number >= 0, got {value!r}")
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"AdamMini: betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, b in enumerate(betas):
+        if not isinstance(b, (int, float)) or not math.isfinite(b) or not 0.0 <= b < 1.0:
+            raise ValueError(f"AdamMini: betas[{i}] must be in [0, 1), got {b!r}")
+
+
+def _load_plan(partition: PartitionPlan | str | os.PathLike) -> PartitionPlan:
+    if isinstance(partition, PartitionPlan):
+        return partition
+    with open(partition) as f:
+        return PartitionPlan.from_yaml(f.read())
+
+
+class AdamMini(Optimizer):
+    r"""Adam-mini (Zhang et al., ICLR 2025): Adam's per-element first moment, one second moment
+    per block of the parameter partition.
+
+    .. math::
+        p &\leftarrow p\,(1-\eta\lambda) \qquad (\text{params with } \geq 2 \text{ dims}) \\
+        m &\leftarrow \beta_1 m + (1-\beta_1) g \\
+        v_b &\leftarrow \beta_2 v_b + (1-\beta_2)\,\operatorname{mean}_{i\in b} g_i^2 \\
+        p_i &\leftarrow p_i - \frac{\eta}{1-\beta_1^t}\,\frac{m_i}{\sqrt{v_b/(1-\beta_2^t)}+\epsilon}
+        \qquad (i \in b)
+
+    Args:
+        params: the model (its trainable parameters are optimized), ``model.named_parameters()``,
+            or named param groups (dicts whose ``"params"`` are ``(name, param)`` pairs).
+        lr, betas, eps, weight_decay: as in ``torch.optim.AdamW`` (decoupled weight decay, applied
+            only to parameters with two or more dimensions).
+        partition: a :class:`~partitioners.PartitionPlan` or the path of a pinned YAML plan.
+            Default for a model: ``auto_partition(model, example_inputs, example_kwargs)``.
+        example_inputs, example_kwargs: arguments of ``model(...)`` used to trace the partition.
+        exp_avg_dtype: dtype of the first moment ``m``; default: the parameter's dtype. Use
+            ``torch.float32`` for fp32 state with low-precision params, ``torch.bfloat16`` to halve
+            ``m`` for fp32 params. ``v`` is always fp32.
+        compile: run the update through ``torch.compile(fullgraph=True)``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsLike,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        partition: PartitionPlan | str | os.PathLike | None = None,
+        example_inputs: tuple[Any, ...] | None = None,
+        example_kwargs: dict[str, Any] | None = None,
+        exp_avg_dtype: torch.dtype | None = None,
+        compile: bool = False,
+    ) -> None:
+        check_hyperparameters(lr, betas, eps, weight_decay)
+        if exp_avg_dtype is not None and not exp_avg_dtype.is_floating_point:
+            raise ValueError(f"AdamMini: exp_avg_dtype must be a floating dtype, got {exp_avg_dtype}")
+        groups, named, plan = self._resolve(params, partition, example_inputs, example_kwargs)
+        plan.check_params(named, allow_extra=not isinstance(params, nn.Module))
+        self.plan: PartitionPlan = plan
+        self.exp_avg_dtype = exp_avg_dtype
+        if not isinstance(lr, Tensor):
+            # A tensor lr lets schedulers change it (fill_) without recompiling a compiled step.
+            lr = torch.tensor(float(lr), dtype=torch.float64)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        super().__init__(groups, defaults)
+        self._update = torch.compile(adam_mini, fullgraph=True) if compile else adam_mini
+        self._compiled = compile
+        self._reductions: dict[str, BlockReduction] = {}
+
+    # ---- construction -------------------------------------------------------------------
+    @staticmethod
+    def _resolve(params, partition, example_inputs, example_kwargs):
+        """Named param groups, the flat (name, param) list, and the plan."""
+        if isinstance(params, nn.Module):
+            named = [(n, p) for n, p in params.named_parameters() if p.requires_grad]
+            if partition is not None:
+                plan = _load_plan(partition)
+            else:
+                plan = auto_partition(params, example_inputs, example_kwargs)
+            return [{"params": named}], named, plan
+        items = list(params)
+        if not items:
+            raise ValueError("AdamMini got an empty parameter list")
+        groups = [dict(g) for g in items] if isinstance(items[0], Mapping) else [{"params": items}]
+        named = []
+        for g in groups:
+            group_params = list(g["params"])
+            if isinstance(g.get("param_names"), list):
+                group_params = list(zip(g.pop("param_names"), group_params))
+            if not all(isinstance(x, tuple) and len(x) == 2 for x in group_params):
+                raise TypeError(
+                    "AdamMini needs parameter names to apply a partition: pass the model, "
+                    "model.named_parameters(), or param groups whose 'params' are (name, param) pairs"
+                )
+            g["params"] = group_params
+            named.extend(group_params)
+        if partition is None:
+            raise ValueError(
+                "AdamMini: with named parameters (not the model) pass partition= (a PartitionPlan, "
+                "e.g. partitioners.auto_partition(model, example_inputs), or a YAML path)"
+            )
+        return groups, named, _load_plan(partition)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for key in ("lr", "betas", "eps", "weight_decay"):
+            param_group.setdefault(key, self.defaults[key])
+        check_hyperparameters(
+            param_group["lr"], param_group["betas"], param_group["eps"], param_group["weight_decay"]
+        )
+        super().add_param_group(param_group)
+        if len(self.param_groups[-1].get("param_names", ())) != len(self.param_groups[-1]["params"]):
+            raise TypeError("AdamMini param groups need names: give (name, param) pairs")
+        for name in self.param_groups[-1]["param_names"]:
+            if name not in self.plan:
+                raise PlanMismatchError(f"parameter {name!r} is not in the partition plan")
+
+    # ---- state --------------------------------------------------------------------------
+    def _reduction(self, p: Tensor, name: str) -> BlockReduction:
+        red = self._reductions.get(name)
+        if red is None:
+            red = BlockReduction.build(self.plan[name].layout, tuple(p.shape), p.device)
+            self._reductions[name] = red
+        return red
+
+    def _init_group(
+        self,
+        group: dict[str, Any],
+        names: list[str],
+        params: list[Tensor],
+        grads: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        steps: list[Tensor],
+    ) -> bool:
+        """Collect the params that have a gradient this step (state created on first use).
+
+        Same contract as torch.optim's ``_init_group`` (fills the lists, returns a constant), so
+        that a ``torch.compile``d ``step`` runs it once, eagerly, and treats state as static.
+        """
+        for name, p in zip(group["param_names"], group["params"]):
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise RuntimeError(f"AdamMini does not support sparse gradients (parameter {name!r})")
+            if torch.is_complex(p) or torch.is_complex(g):
+                raise RuntimeError(
+                    f"AdamMini does not support complex parameters ({name!r}); optimize "
+                    "torch.view_as_real(param) instead"
+                )
+            red = self._reduction(p, name)
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(
+                    p, dtype=self.exp_avg_dtype or p.dtype, memory_format=torch.preserve_format
+                )
+                state["exp_avg_sq"] = torch.zeros(red.v_shape, dtype=torch.float32, device=p.device)
+            names.append(name)
+            params.append(p)
+            grads.append(g)
+            exp_avgs.append(state["exp_avg"])
+            exp_avg_sqs.append(state["exp_avg_sq"])
+            steps.append(state["step"])
+        return False
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One optimization step; ``closure`` (re-evaluating the loss) runs eagerly first."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        tensor_lr = self._compiled or torch.compiler.is_compiling()
+        for group in self.param_groups:
+            names: list[str] = []
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            exp_avgs: list[Tensor] = []
+            exp_avg_sqs: list[Tensor] = []
+            steps: list[Tensor] = []
+            self._init_group(group, names, params, grads, exp_avgs, exp_avg_sqs, steps)
+            lr = group["lr"]
+            if isinstance(lr, Tensor) and not tensor_lr:
+                lr = lr.item()
+            elif not isinstance(lr, Tensor) and tensor_lr:
+                lr = torch.tensor(lr, dtype=torch.float64)
+            beta1, beta2 = group["betas"]
+            self._update(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                steps,
+                [self._reductions[n] for n in names],
+                [p.ndim >= 2 for p in params],
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+            )
+        return loss
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["partition_plan"] = self.plan.to_dict()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("partition_plan")
+        if saved is None:
+            raise PlanMismatchError(
+                "this optimizer state has no 'partition_plan': it was not saved by AdamMini"
+            )
+        self._check_same_plan(PartitionPlan.from_dict(saved))
+        saved_state = state_dict["state"]
+        super().load_state_dict(state_dict)
+        # torch casts floating state to the param's dtype; restore fp32 v and the chosen m dtype.
+        index = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                old = saved_state.get(index)
+                index += 1
+                if old is None:
+                    continue
+                state = self.state[p]
+                state["exp_avg"] = old["exp_avg"].to(
+                    device=p.device, dtype=self.exp_avg_dtype or p.dtype, copy=True
+                )
+                state["exp_avg_sq"] = old["exp_avg_sq"].to(device=p.device, dtype=torch.float32, copy=True)
+                state["step"] = old["step"].to(device=p.device, dtype=torch.float32, copy=True)
+
+    def _check_same_plan(self, saved: PartitionPlan) -> None:
+        if saved == self.plan:
+            return
+        for name in self.plan:
+            if name not in saved:
+                raise PlanMismatchError(
+                    f"checkpoint's partition plan has no parameter {name!r}: it is from another model"
+                )
+            if saved[name] != self.plan[name]:
+                raise PlanMismatchError(
+                    f"checkpoint's plan differs at {name!r}: saved {saved[name]}, "
+                    f"this optimizer {self.plan[name]}; it is from another model or partition"
+                )
+        extra = [n for n in saved if n not in self.plan]
+        raise PlanMismatchError(f"checkpoint's plan has parameters this model lacks: {extra[:5]}")
