@@ -1,5 +1,7 @@
 """Small reference models for examples, benchmarks and tests."""
 
+from .convnet import ConvNet, ConvNetConfig
+from .gpt import GPT, GPTConfig
 from .llama import Llama, LlamaConfig
 
-__all__ = ["Llama", "LlamaConfig"]
+__all__ = ["ConvNet", "ConvNetConfig", "GPT", "GPTConfig", "Llama", "LlamaConfig"]
