@@ -1,18 +1,138 @@
-"""Placeholder: the graph partitioner lands here (issue 4). Until then, the name rules."""
+"""``auto_partition``: the partition read from the model's operator graph.
+
+Methods, most to least trustworthy, each taking the parameters the previous one couldn't decide:
+
+1. ``export`` / ``fx``: trace a meta copy (:mod:`.trace`) and read each parameter's role from the
+   ops that consume it (:mod:`.graph_roles`, :mod:`.row_flow`). A parameter the graph uses in a
+   way it can't explain gets one block for the whole tensor (role ``other``).
+2. ``structure``: module types and shapes (:mod:`.structure`), for parameters the forward never
+   used or when it couldn't be traced.
+3. ``names``: the official name rules (:mod:`.names`), last.
+
+One warning names every parameter that the graph didn't decide. Rules
+(:func:`~partitioners.overrides.apply_overrides`) go on top; a pinned plan skips tracing.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
 
+import torch
 from torch import nn
 
+from .graph_roles import Decision, graph_decisions
+from .layout import BlockLayout
 from .names import name_partition
-from .plan import PartitionPlan
+from .overrides import RuleLike, apply_overrides
+from .plan import PartitionPlan, PlanEntry
+from .structure import structure_decisions
+from .trace import TraceError, trace
+
+
+class PartitionWarning(UserWarning):
+    """Some parameters were not decided by the operator graph."""
+
+
+def load_plan(plan: PartitionPlan | str | Path) -> PartitionPlan:
+    """A plan object as is, or read from a YAML file path."""
+    if isinstance(plan, PartitionPlan):
+        return plan
+    return PartitionPlan.from_yaml(Path(plan).read_text())
+
+
+def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
+    """The official name rules for one parameter (heads unknown here: q/k per row)."""
+    try:
+        width = p.shape[-1] if p.ndim else 1
+        return name_partition([(name, p)], dim=width, n_heads=width)[name]
+    except ValueError:
+        return PlanEntry(tuple(p.shape), "other", BlockLayout.tensor(), "names")
+
+
+def _graph_pass(
+    model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs: dict[str, Any] | None, collapse: bool
+) -> tuple[dict[str, tuple[Decision | None, str]], str | None]:
+    """Decisions by user-model name, with the method; and why tracing failed, if it did."""
+    try:
+        traced = trace(model, example_inputs, example_kwargs, collapse)
+    except TraceError as err:
+        return {}, str(err)
+    decisions, _ = graph_decisions(traced.graph, traced.params, traced.shapes)
+    out = {}
+    for name, _p in model.named_parameters():
+        key = traced.rename(name)
+        if key in decisions:
+            out[name] = (decisions[key], traced.method)
+    return out, None
 
 
 def auto_partition(
     model: nn.Module,
     example_inputs: tuple[Any, ...] | None = None,
     example_kwargs: dict[str, Any] | None = None,
+    *,
+    plan: PartitionPlan | str | Path | None = None,
+    overrides: str | Iterable[RuleLike] | None = None,
+    collapse_repeats: bool = True,
 ) -> PartitionPlan:
-    return name_partition(model)
+    """The Adam-mini partition of ``model``'s trainable parameters, read from its operator graph.
+
+    Args:
+        model: left exactly as it is (device, dtype, mode, hooks, ``requires_grad``, data).
+        example_inputs: positional inputs for ``model(*example_inputs)``: tensors on any device
+            (only shape and dtype are used) or ``torch.Size`` shapes (token ids, or floats if
+            the model doesn't take ids). Without them the graph can't be traced and the
+            module-structure and name fallbacks decide.
+        example_kwargs: keyword inputs, same rules.
+        plan: a pinned plan (``PartitionPlan`` or YAML path): checked against the model and used
+            as is, nothing is traced.
+        overrides: rules (see :mod:`partitioners.overrides`) applied on top.
+        collapse_repeats: trace runs of identical blocks once (see :mod:`partitioners.repeats`).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if plan is not None:
+        result = load_plan(plan)
+        result.check_params(named)
+    else:
+        graph, failure = ({}, "no example_inputs given") if example_inputs is None else _graph_pass(
+            model, tuple(example_inputs), example_kwargs, collapse_repeats
+        )
+        structure = structure_decisions(model)
+        entries, unexplained, fallen_back = [], [], []
+        for name, p in named:
+            shape = tuple(p.shape)
+            decision, method = graph.get(name, (None, ""))
+            if method and decision is None:
+                entries.append((name, PlanEntry(shape, "other", BlockLayout.tensor(), method)))
+                unexplained.append(name)
+            elif decision is not None:
+                entries.append((name, PlanEntry(shape, decision.role, decision.layout, method)))
+            elif name in structure:
+                d = structure[name]
+                entries.append((name, PlanEntry(shape, d.role, d.layout, "structure")))
+                fallen_back.append(f"{name} (structure)")
+            else:
+                entry = _name_rule(name, p)
+                entries.append((name, entry))
+                fallen_back.append(f"{name} (names: {entry.role})")
+        result = PartitionPlan(entries)
+        _warn(failure, unexplained, fallen_back)
+    if overrides is not None:
+        result = apply_overrides(result, overrides, model)
+    return result
+
+
+def _warn(failure: str | None, unexplained: list[str], fallen_back: list[str]) -> None:
+    if not unexplained and not fallen_back:
+        return
+    lines = []
+    if failure:
+        lines.append(f"the forward could not be traced ({failure.splitlines()[0]}); fell back for all parameters")
+    if unexplained:
+        lines.append("the graph uses these in ways it can't explain, one block each: " + ", ".join(unexplained))
+    if fallen_back:
+        lines.append("not decided by the graph: " + ", ".join(fallen_back))
+    lines.append("check them in the plan table, or pin them with overrides=[{'match': ..., 'layout': ...}]")
+    warnings.warn("auto_partition: " + "\n  ".join(lines), PartitionWarning, stacklevel=3)

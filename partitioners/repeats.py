@@ -1,0 +1,102 @@
+"""Trace repeated blocks once: a 80-layer model has one layer's worth of distinct structure.
+
+Tracing costs about a millisecond per operator, so an 80-layer model spends almost all of it
+re-tracing the same layer. Inside a ``ModuleList`` or ``Sequential`` (of a *meta copy*), a run of
+three or more consecutive siblings with the same structure (class, parameter and buffer names,
+shapes, dtypes, ``requires_grad``, submodule classes and plain settings) and no parameter shared outside itself is cut
+to its first and last member. The first stands for the middle ones; the last keeps whatever the
+end of the run feeds (an output head after a stack of linears sees the last one only). The
+returned ``rename`` maps a parameter name of the full model to its name in the collapsed copy.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from torch import nn
+
+_Signature = tuple
+
+
+_SIMPLE = (bool, int, float, str, type(None))
+
+
+def _settings(module: nn.Module, position: int) -> tuple:
+    """Plain attributes (head counts, strides...); an int equal to the block's position is its
+    index (``layer_idx``), not a difference in structure."""
+    out = []
+    for name, value in sorted(vars(module).items()):
+        if name.startswith("_") or not isinstance(value, (*_SIMPLE, tuple)):
+            continue
+        if isinstance(value, tuple) and not all(isinstance(v, _SIMPLE) for v in value):
+            continue
+        out.append((name, "<index>" if type(value) is int and value == position else value))
+    return tuple(out)
+
+
+def _signature(module: nn.Module, position: int) -> _Signature:
+    params = tuple(
+        (n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in module.named_parameters(remove_duplicate=False)
+    )
+    buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in module.named_buffers(remove_duplicate=False))
+    modules = tuple((n, type(m), _settings(m, position)) for n, m in module.named_modules())
+    return params, buffers, modules
+
+
+def _runs(children: list[nn.Module], shared: set[int]) -> list[tuple[int, int]]:
+    """Maximal [start, end) runs of identical, unshared siblings."""
+    sigs = [
+        None if any(id(p) in shared for p in c.parameters(recurse=True)) else _signature(c, i)
+        for i, c in enumerate(children)
+    ]
+    runs, start = [], 0
+    for i in range(1, len(children) + 1):
+        if i == len(children) or sigs[i] is None or sigs[i] != sigs[start]:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+def collapse_repeated_blocks(model: nn.Module, min_run: int = 3) -> Callable[[str], str]:
+    """Cut runs of identical blocks in ``model`` (in place: pass a copy) and return the renaming."""
+    counts = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    shared = {pid for pid, n in counts.items() if n > 1}
+    # container path (in collapsed naming) -> {original index: collapsed index}
+    remaps: dict[str, dict[int, int]] = {}
+
+    def visit(module: nn.Module, path: str) -> None:
+        if isinstance(module, (nn.ModuleList, nn.Sequential)) and len(module) >= min_run:
+            children = list(module)
+            keep: list[nn.Module] = []
+            remap: dict[int, int] = {}
+            for start, end in _runs(children, shared):
+                if end - start >= min_run:
+                    first, last = len(keep), len(keep) + 1
+                    keep += [children[start], children[end - 1]]
+                    remap.update({i: first for i in range(start, end - 1)})
+                    remap[end - 1] = last
+                else:
+                    for i in range(start, end):
+                        remap[i] = len(keep)
+                        keep.append(children[i])
+            if len(keep) < len(children):
+                for key in list(module._modules):
+                    del module._modules[key]
+                for i, child in enumerate(keep):
+                    module._modules[str(i)] = child
+                remaps[path] = remap
+        for name, child in module.named_children():
+            visit(child, f"{path}.{name}" if path else name)
+
+    visit(model, "")
+
+    def rename(name: str) -> str:
+        parts = name.split(".")
+        out: list[str] = []
+        for part in parts:
+            remap = remaps.get(".".join(out))
+            out.append(str(remap[int(part)]) if remap is not None and part.isdigit() else part)
+        return ".".join(out)
+
+    return rename

@@ -1,0 +1,187 @@
+"""Trace a model into an ATen graph without touching it and without real memory or compute.
+
+The model is deep-copied with every parameter and buffer replaced by a ``meta`` tensor of the same
+shape and dtype (the user's tensors are never read or moved), example inputs are turned into meta
+tensors, and the copy is traced with ``torch.export.export(strict=False)``; if export refuses the
+model, with ``make_fx`` from ``torch.fx`` (pre-dispatch, so ``aten.linear`` and
+``scaled_dot_product_attention`` stay whole). Both give an ATen graph whose parameter placeholders
+are labelled with parameter names; :mod:`partitioners.graph_roles` reads roles from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import fx, nn
+from torch.utils import _pytree as pytree
+
+from .repeats import collapse_repeated_blocks
+
+
+class TraceError(RuntimeError):
+    """Neither tracer could capture the model's forward."""
+
+
+@dataclass
+class TracedGraph:
+    """An ATen graph of the forward, with parameter placeholders named."""
+
+    graph: fx.Graph
+    #: placeholder node -> parameter name in the traced copy (tied parameters appear once)
+    params: dict[fx.Node, str]
+    #: "export" or "fx": which tracer produced the graph (recorded as ``decided_by``)
+    method: str
+    #: shapes of the traced copy's parameters, by name
+    shapes: dict[str, tuple[int, ...]]
+    #: maps a parameter name of the user's model to its name in the traced (collapsed) copy
+    rename: Callable[[str], str]
+
+
+# ---- meta copies and meta inputs --------------------------------------------------------------
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters, buffers and tensor attributes live on ``meta``.
+
+    Tied parameters stay tied (one meta tensor per original tensor); nothing of ``model`` changes.
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for t in module.__dict__.get("_parameters", {}).values():
+            if t is not None and id(t) not in memo:
+                memo[id(t)] = nn.Parameter(
+                    torch.empty_like(t, device="meta"), requires_grad=t.requires_grad
+                )
+        tensors = list(module.__dict__.get("_buffers", {}).values())
+        tensors += [v for v in module.__dict__.values() if isinstance(v, torch.Tensor)]
+        for t in tensors:
+            if t is not None and id(t) not in memo:
+                memo[id(t)] = torch.empty_like(t, device="meta")
+    return copy.deepcopy(model, memo)
+
+
+def _meta_leaf(x: Any, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor):
+        return torch.empty_like(x, device="meta")
+    if isinstance(x, torch.Size):
+        return torch.empty(x, dtype=dtype, device="meta")
+    return x
+
+
+def meta_inputs(inputs: Any, dtype: torch.dtype = torch.long) -> Any:
+    """``inputs`` with every tensor replaced by a meta tensor and every ``torch.Size`` by a meta
+    tensor of that shape and ``dtype`` (token ids by default)."""
+    return pytree.tree_map(lambda x: _meta_leaf(x, dtype), inputs, is_leaf=lambda x: isinstance(x, torch.Size))
+
+
+def _has_shapes(inputs: Any) -> bool:
+    leaves = pytree.tree_leaves(inputs, is_leaf=lambda x: isinstance(x, torch.Size))
+    return any(isinstance(x, torch.Size) for x in leaves)
+
+
+def tensor_leaves(obj: Any, _seen: set[int] | None = None) -> list[torch.Tensor]:
+    """Every tensor reachable from a model output: tuples, dicts, dataclasses, caches, objects."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        children: Sequence[Any] = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        children = obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        children = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    elif hasattr(obj, "__dict__") and not isinstance(obj, (type, nn.Module)):
+        children = list(vars(obj).values())
+    else:
+        return []
+    return [t for c in children for t in tensor_leaves(c, seen)]
+
+
+class _TensorOutputs(nn.Module):
+    """Runs the model and returns the tensors of its output as a flat tuple (export needs that)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor_leaves(self.model(*args, **kwargs)))
+
+
+# ---- the two tracers ---------------------------------------------------------------------------
+_PREFIX = "model."
+
+
+def _export(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, dict[fx.Node, str]]:
+    program = torch.export.export(wrapper, args, kwargs, strict=False)
+    by_input = program.graph_signature.inputs_to_parameters
+    params = {
+        node: by_input[node.name][len(_PREFIX):]
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in by_input
+    }
+    return program.graph, params
+
+
+def _make_fx(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, dict[fx.Node, str]]:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    named = dict(wrapper.named_parameters())  # tied parameters once
+    names = list(named)
+
+    def forward(params: list[torch.Tensor], args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
+        return torch.func.functional_call(wrapper, dict(zip(names, params)), args, kwargs)
+
+    with torch.no_grad():
+        gm = make_fx(forward, tracing_mode="real", pre_dispatch=True)(list(named.values()), args, kwargs)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    params = {node: name[len(_PREFIX):] for node, name in zip(placeholders, names)}
+    return gm.graph, params
+
+
+TRACERS: tuple[tuple[str, Callable[..., tuple[fx.Graph, dict[fx.Node, str]]]], ...] = (
+    ("export", _export),
+    ("fx", _make_fx),
+)
+
+
+def trace(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    example_kwargs: dict[str, Any] | None = None,
+    collapse_repeats: bool = True,
+) -> TracedGraph:
+    """Trace a meta copy of ``model`` on meta versions of the example inputs.
+
+    With ``collapse_repeats``, runs of structurally identical blocks in a ``ModuleList`` or
+    ``Sequential`` are traced once (see :mod:`partitioners.repeats`); if the collapsed copy
+    doesn't run, the full copy is traced. Raises :class:`TraceError` with every tracer's reason.
+    """
+    errors = []
+    attempts = (True, False) if collapse_repeats else (False,)
+    for collapse in attempts:
+        copy_ = meta_copy(model).eval()
+        rename = collapse_repeated_blocks(copy_) if collapse else (lambda name: name)
+        wrapper = _TensorOutputs(copy_)
+        for dtype in (torch.long, next((p.dtype for p in copy_.parameters()), torch.float32)):
+            args = tuple(meta_inputs(tuple(example_inputs), dtype))
+            kwargs = meta_inputs(dict(example_kwargs or {}), dtype)
+            for method, tracer in TRACERS:
+                try:
+                    graph, params = tracer(wrapper, args, kwargs)
+                except Exception as err:  # noqa: BLE001 - any failure means: try the next tracer
+                    errors.append(f"{method}{' (collapsed)' if collapse else ''}: {type(err).__name__}: {str(err)[:300]}")
+                    continue
+                first = {id(p): n for n, p in copy_.named_parameters()}
+                alias = {n: first[id(p)] for n, p in copy_.named_parameters(remove_duplicate=False)}
+                shapes = {n: tuple(p.shape) for n, p in copy_.named_parameters()}
+                params = {node: alias.get(name, name) for node, name in params.items()}
+                return TracedGraph(graph, params, method, shapes, rename)
+            if not _has_shapes((example_inputs, example_kwargs)):
+                break  # the input dtype only matters for inputs given as shapes
+    raise TraceError("could not trace the model:\n  " + "\n  ".join(errors))
