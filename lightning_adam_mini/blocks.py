@@ -18,6 +18,11 @@ from torch import Tensor
 from partitioners import BlockLayout
 
 
+def v_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    """The second moment's dtype: fp32 (fp64 only for fp64 params)."""
+    return torch.promote_types(param_dtype, torch.float32)
+
+
 @dataclass(frozen=True)
 class BlockReduction:
     """Static per-parameter description of its blocks (built once, reused every step)."""
@@ -56,12 +61,13 @@ class BlockReduction:
         return not self.reduce_dims and self.row_to_block is None
 
     def mean_square(self, grad: Tensor) -> Tensor:
-        """Per-block mean of ``grad**2`` (fp32, shape ``v_shape``)."""
+        """Per-block mean of ``grad**2`` (shape ``v_shape``; fp32, or fp64 for fp64 grads)."""
+        dtype = v_dtype(grad.dtype)
         if not self.reduce_dims:
-            row = grad.float().square()
+            row = grad.to(dtype).square()
         else:
             row = torch.linalg.vector_norm(
-                grad, 2, dim=self.reduce_dims, keepdim=True, dtype=torch.float32
+                grad, 2, dim=self.reduce_dims, keepdim=True, dtype=dtype
             ).square_().div_(self.row_numel)
         if self.row_to_block is None:
             return row.reshape(self.v_shape)

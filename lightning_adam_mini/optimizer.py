@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 
 from partitioners import PartitionPlan, PlanMismatchError, auto_partition
 
-from .blocks import BlockReduction
+from .blocks import BlockReduction, v_dtype
 from .functional import adam_mini
 
 ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
@@ -191,7 +191,7 @@ class AdamMini(Optimizer):
                 state["exp_avg"] = torch.zeros_like(
                     p, dtype=self.exp_avg_dtype or p.dtype, memory_format=torch.preserve_format
                 )
-                state["exp_avg_sq"] = torch.zeros(red.v_shape, dtype=torch.float32, device=p.device)
+                state["exp_avg_sq"] = torch.zeros(red.v_shape, dtype=v_dtype(p.dtype), device=p.device)
             names.append(name)
             params.append(p)
             grads.append(g)
@@ -265,7 +265,7 @@ class AdamMini(Optimizer):
                 state["exp_avg"] = old["exp_avg"].to(
                     device=p.device, dtype=self.exp_avg_dtype or p.dtype, copy=True
                 )
-                state["exp_avg_sq"] = old["exp_avg_sq"].to(device=p.device, dtype=torch.float32, copy=True)
+                state["exp_avg_sq"] = old["exp_avg_sq"].to(device=p.device, dtype=v_dtype(p.dtype), copy=True)
                 state["step"] = old["step"].to(device=p.device, dtype=torch.float32, copy=True)
 
     def _check_same_plan(self, saved: PartitionPlan) -> None:

@@ -1,0 +1,79 @@
+"""The step compiles with fullgraph, never recompiles under a per-step LR schedule, and matches eager."""
+
+import copy
+import warnings
+
+import torch
+from torch._dynamo.utils import counters
+
+from lightning_adam_mini import AdamMini
+
+from .conftest import max_abs_diff, tiny_llama, tiny_plan, train
+
+
+def _scheduled(opt):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + 0.1 * s))
+
+
+def _rel_diff(a, b) -> float:
+    return max(((x - y).norm() / y.norm()).item() for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_internal_compile_matches_eager_with_zero_recompiles():
+    torch._dynamo.reset()
+    counters.clear()
+    eager_model = tiny_llama()
+    comp_model = copy.deepcopy(eager_model)
+    eager = AdamMini(eager_model, partition=tiny_plan(eager_model), lr=1e-2, weight_decay=0.1)
+    comp = AdamMini(comp_model, partition=tiny_plan(comp_model), lr=1e-2, weight_decay=0.1, compile=True)
+    s1, s2 = _scheduled(eager), _scheduled(comp)
+    train(eager_model, eager, 3, scheduler=s1)
+    train(comp_model, comp, 3, scheduler=s2)
+    graphs_after_warmup = counters["stats"]["unique_graphs"]
+    assert graphs_after_warmup >= 1
+    train(eager_model, eager, 197, start=3, scheduler=s1)
+    train(comp_model, comp, 197, start=3, scheduler=s2)
+    assert counters["stats"]["unique_graphs"] == graphs_after_warmup, "recompiled while lr changed"
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert comp.param_groups[0]["lr"].item() < 1e-3  # the schedule really moved lr (1e-2 / 21)
+    assert _rel_diff(comp_model, eager_model) <= 1e-6
+    assert max_abs_diff(comp_model, tiny_llama()) > 1e-2
+
+
+def test_user_compiled_step_fullgraph_no_graph_breaks():
+    torch._dynamo.reset()
+    counters.clear()
+    eager_model = tiny_llama()
+    comp_model = copy.deepcopy(eager_model)
+    eager = AdamMini(eager_model, partition=tiny_plan(eager_model), lr=1e-2)
+    comp = AdamMini(comp_model, partition=tiny_plan(comp_model), lr=1e-2)
+    compiled_step = torch.compile(comp.step, fullgraph=True)  # before the scheduler wraps .step
+    s1, s2 = _scheduled(eager), _scheduled(comp)
+    train(eager_model, eager, 2, scheduler=s1)
+    train(comp_model, comp, 2, scheduler=s2, step_fn=compiled_step)
+    frames = counters["stats"]["unique_graphs"]
+    train(eager_model, eager, 198, start=2, scheduler=s1)
+    train(comp_model, comp, 198, start=2, scheduler=s2, step_fn=compiled_step)
+    assert counters["stats"]["unique_graphs"] == frames
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert _rel_diff(comp_model, eager_model) <= 1e-6
+
+
+def test_closure_runs_eagerly_and_returns_loss():
+    model = tiny_llama()
+    opt = AdamMini(model, partition=tiny_plan(model), lr=1e-3, compile=True)
+    from .conftest import batch, lm_loss
+
+    calls = []
+
+    def closure():
+        calls.append(torch.compiler.is_compiling())
+        opt.zero_grad()
+        loss = lm_loss(model, batch(0))
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert calls == [False] and torch.is_tensor(loss) and loss.requires_grad
