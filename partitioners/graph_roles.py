@@ -167,6 +167,15 @@ def _consumer_use(node: fx.Node, pos: int, axes: list[int | None], ndim: int) ->
     return Use("unknown")
 
 
+def _position(user: fx.Node, node: fx.Node) -> int:
+    """Where ``node`` is among ``user``'s arguments; einsum operands count from 1; -1 if nested."""
+    if node in user.args:
+        return user.args.index(node)
+    if op_name(user) == "einsum" and node in user.args[1]:
+        return 1 + list(user.args[1]).index(node)
+    return -1
+
+
 def parameter_uses(placeholder: fx.Node, ndim: int) -> list[Use]:
     """Every consumer of a parameter, seen through the views taken of it."""
     uses: list[Use] = []
@@ -177,7 +186,7 @@ def parameter_uses(placeholder: fx.Node, ndim: int) -> list[Use]:
             name = op_name(user)
             if name == "_assert_tensor_metadata":
                 continue
-            pos = next(i for i, a in enumerate(user.args) if a is node) if node in user.args else -1
+            pos = _position(user, node)
             scalar_arith = name in _SCALAR_ARITH and not any(
                 isinstance(a, fx.Node) and a is not node for a in user.args
             )

@@ -46,6 +46,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
     """A deep copy of ``model`` whose parameters, buffers and tensor attributes live on ``meta``.
 
     Tied parameters stay tied (one meta tensor per original tensor); nothing of ``model`` changes.
+    The copy has no forward/backward hooks: the user's hooks must not run on the trace.
     """
     memo: dict[int, Any] = {}
     for module in model.modules():
@@ -59,7 +60,12 @@ def meta_copy(model: nn.Module) -> nn.Module:
         for t in tensors:
             if t is not None and id(t) not in memo:
                 memo[id(t)] = torch.empty_like(t, device="meta")
-    return copy.deepcopy(model, memo)
+    clone = copy.deepcopy(model, memo)
+    for module in clone.modules():  # the user's hooks must not see (or act on) the trace
+        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+                      module._backward_pre_hooks):
+            hooks.clear()
+    return clone
 
 
 def _meta_leaf(x: Any, dtype: torch.dtype) -> Any:
