@@ -1,0 +1,1 @@
+"""`lam-train` / `lam-compare`: a Hydra + Lightning app around AdamMini (configs in ../configs)."""

@@ -1,0 +1,128 @@
+"""``lam-compare RUN_DIR``: one table and one plot for every run found under RUN_DIR.
+
+Runs are the ``metrics.json`` files that ``lam-train`` writes (a multirun's job directories, or
+any tree of runs). Runs that differ only in ``seed`` form one setting; the table gives each
+setting's mean ± std over seeds. Written into RUN_DIR (or ``--out``): ``summary.md``,
+``summary.csv`` and ``compare.png``. A multirun calls this itself when the sweep ends
+(:class:`CompareRunsAtSweepEnd`, configured in ``configs/hydra/default.yaml``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .plot import plot_loss_curves
+
+log = logging.getLogger(__name__)
+MiB = 2**20
+
+#: (column, metrics.json key, scale, format)
+COLUMNS = (
+    ("final val loss", "final_val_loss", 1.0, "{:.4f}"),
+    ("tokens/s", "tokens_per_s", 1.0, "{:,.0f}"),
+    ("peak memory (MiB)", "peak_memory_bytes", 1 / MiB, "{:,.1f}"),
+    ("optimizer state (MiB)", "optimizer_state_bytes", 1 / MiB, "{:.3f}"),
+    ("state vs AdamW", "state_vs_adamw", 100.0, "{:.1f}%"),
+)
+
+
+def load_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every run's metrics under ``root``, labelled by the overrides that vary between runs."""
+    root = Path(root)
+    runs = [json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))]
+    if not runs:
+        raise FileNotFoundError(f"no metrics.json under {root}: point lam-compare at a lam-train run or sweep dir")
+    settings = [_setting(r) for r in runs]
+    varying = sorted({k for s in settings for k in s if len({t.get(k) for t in settings}) > 1})
+    for run, setting in zip(runs, settings):
+        if varying:
+            run["label"] = " ".join(f"{k}={setting.get(k)}" for k in varying)
+    return runs
+
+
+def _setting(run: dict[str, Any]) -> dict[str, str]:
+    """The run's overrides (key -> value) without the seed."""
+    pairs = (o.split("=", 1) for o in run.get("overrides", []) if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs if k.lstrip("+~") != "seed"}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per label: n runs, seeds, and (mean, std) of each column's metric."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[run["label"]].append(run)
+    rows = []
+    for label, members in groups.items():
+        row: dict[str, Any] = {"setting": label, "n": len(members), "seeds": sorted(m.get("seed") for m in members)}
+        for _, key, scale, _ in COLUMNS:
+            row[key] = _mean_std([m[key] * scale for m in members])
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = ["setting", "runs", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row["setting"], str(row["n"])]
+        for _, key, _, fmt in COLUMNS:
+            mean, std = row[key]
+            cells.append(fmt.format(mean) + (f" ± {fmt.format(std)}" if row["n"] > 1 else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare(root: str | Path, out: str | Path | None = None) -> tuple[str, Path]:
+    """Write summary.md, summary.csv and compare.png for the runs under ``root``; return the table."""
+    runs = load_runs(root)
+    rows = summarize(runs)
+    out = Path(out or root)
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(rows)
+    (out / "summary.md").write_text(f"Runs under `{root}` (mean ± std over seeds)\n\n{table}\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["setting", "runs", "seeds", *(f"{k}_{s}" for _, k, _, _ in COLUMNS for s in ("mean", "std"))])
+        for row in rows:
+            writer.writerow([row["setting"], row["n"], " ".join(map(str, row["seeds"])), *(v for _, k, _, _ in COLUMNS for v in row[k])])
+    png = plot_loss_curves(runs, out / "compare.png", title=f"{len(runs)} runs")
+    return table, png
+
+
+class CompareRunsAtSweepEnd(Callback):
+    """Hydra callback: at the end of a multirun, ``compare`` the sweep directory."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.rglob("metrics.json")):
+            return
+        table, png = compare(sweep_dir)
+        log.info("sweep summary (%s):\n%s\nplot: %s", sweep_dir / "summary.md", table, png)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lam-compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="a lam-train run or multirun directory (searched recursively)")
+    parser.add_argument("--out", help="where to write summary.md/.csv and compare.png (default: RUN_DIR)")
+    args = parser.parse_args(argv)
+    table, png = compare(args.run_dir, args.out)
+    print(table)
+    print(f"\nwrote {Path(args.out or args.run_dir) / 'summary.md'}, summary.csv and {png}")
+
+
+if __name__ == "__main__":
+    main()

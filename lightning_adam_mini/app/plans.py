@@ -1,0 +1,77 @@
+"""Partition factories for the ``partition`` config group, and the optimizer built from them.
+
+Every factory is called as ``factory(model, example_inputs) -> PartitionPlan`` so the config group
+can swap them freely; only :class:`~lightning_adam_mini.AdamMini` uses a plan.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from partitioners import PartitionPlan, auto_partition, name_partition
+
+from ..optimizer import AdamMini
+
+PlanFactory = Callable[[nn.Module, tuple[Any, ...]], PartitionPlan]
+
+
+def auto_plan(model: nn.Module, example_inputs: tuple[Any, ...]) -> PartitionPlan:
+    """The graph partition: ``auto_partition(model, example_inputs)``."""
+    return auto_partition(model, example_inputs)
+
+
+def _model_width_heads(model: nn.Module) -> tuple[int, int]:
+    cfg = getattr(model, "cfg", None)
+    dim = getattr(cfg, "n_embd", None) or getattr(cfg, "dim", None)
+    heads = getattr(cfg, "n_head", None) or getattr(cfg, "n_heads", None)
+    return (dim, heads) if dim and heads else (2048, 32)  # the official package's defaults
+
+
+def names_plan(
+    model: nn.Module, example_inputs: tuple[Any, ...], dim: int | None = None, n_heads: int | None = None
+) -> PartitionPlan:
+    """The official Adam-mini v1.1.1 name rules; ``dim``/``n_heads`` default to the model's config."""
+    model_dim, model_heads = _model_width_heads(model)
+    return name_partition(model, dim=dim or model_dim, n_heads=n_heads or model_heads)
+
+
+def pinned_plan(model: nn.Module, example_inputs: tuple[Any, ...], path: str) -> PartitionPlan:
+    """A plan saved as YAML (``PartitionPlan.to_yaml``), e.g. a run's ``partition_plan.yaml``."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"partition.path={path!r}: no such file; point it at a plan YAML, e.g. the "
+            "partition_plan.yaml that every lam-train run writes into its output directory"
+        )
+    return PartitionPlan.from_yaml(file.read_text())
+
+
+def uses_plan(optimizer_factory: Callable[..., Optimizer]) -> bool:
+    """Whether the (partial) optimizer class is AdamMini, i.e. takes a partition plan."""
+    target = optimizer_factory.func if isinstance(optimizer_factory, functools.partial) else optimizer_factory
+    return isinstance(target, type) and issubclass(target, AdamMini)
+
+
+def build_optimizer(
+    optimizer_factory: Callable[..., Optimizer],
+    model: nn.Module,
+    example_input: Tensor,
+    plan_factory: PlanFactory | None = None,
+) -> Optimizer:
+    """AdamMini over ``model`` with the factory's plan; any other optimizer over param groups
+    that decay only >= 2-D parameters (what AdamMini does), so the baselines compare like for like."""
+    if uses_plan(optimizer_factory):
+        factory = plan_factory or auto_plan
+        return optimizer_factory(model, partition=factory(model, (example_input,)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return optimizer_factory(
+        [
+            {"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+    )

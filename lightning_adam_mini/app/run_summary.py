@@ -1,0 +1,92 @@
+"""`RunSummary`: the numbers a run reports at the end (loss curves, tokens/s, memory, state bytes)."""
+
+from __future__ import annotations
+
+import resource
+import time
+from typing import Any, Iterable
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+
+def optimizer_state_bytes(optimizers: Iterable[Optimizer]) -> int:
+    """Bytes of the tensors an optimizer keeps in ``state`` (moments and step counters)."""
+    return sum(
+        t.numel() * t.element_size()
+        for opt in optimizers
+        for state in opt.state.values()
+        for t in state.values()
+        if isinstance(t, Tensor)
+    )
+
+
+def adamw_state_bytes(model: nn.Module) -> int:
+    """What ``torch.optim.AdamW`` keeps for ``model``: m and v in each param's dtype + a fp32 step."""
+    return sum(2 * p.numel() * p.element_size() + 4 for p in model.parameters() if p.requires_grad)
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    """(bytes, what was measured): CUDA's peak allocated memory, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "peak CUDA memory allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak process RSS"
+
+
+class RunSummary(Callback):
+    """Records the train loss of every step, the val loss of every validation, and the time and
+    tokens (target elements) of the training steps; :meth:`summary` turns them into the run's report."""
+
+    def __init__(self) -> None:
+        self.train_curve: list[tuple[int, float]] = []
+        self.val_curve: list[tuple[int, float]] = []
+        self.train_seconds = 0.0
+        self.tokens = 0
+        self._t0 = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = float(outputs["loss"])  # synchronizes, so the time below is the step's real time
+        self.train_seconds += time.perf_counter() - self._t0
+        self.tokens += batch[1].numel() * trainer.world_size
+        self.train_curve.append((trainer.global_step, loss))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or value is None:
+            return
+        point = (trainer.global_step, float(value))
+        if self.val_curve and self.val_curve[-1][0] == point[0]:
+            self.val_curve[-1] = point  # a validate() after fit at the same step
+        else:
+            self.val_curve.append(point)
+
+    def summary(self, trainer: L.Trainer, model: nn.Module) -> dict[str, Any]:
+        state = optimizer_state_bytes(trainer.optimizers)
+        adamw = adamw_state_bytes(model)
+        peak, peak_kind = peak_memory(trainer.strategy.root_device)
+        return {
+            "final_val_loss": self.val_curve[-1][1] if self.val_curve else float("nan"),
+            "steps": trainer.global_step,
+            "tokens": self.tokens,
+            "train_seconds": self.train_seconds,
+            "tokens_per_s": self.tokens / self.train_seconds if self.train_seconds else float("nan"),
+            "peak_memory_bytes": peak,
+            "peak_memory_kind": peak_kind,
+            "optimizer_state_bytes": state,
+            "adamw_state_bytes": adamw,
+            "state_vs_adamw": state / adamw if adamw else float("nan"),
+            "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "device": str(trainer.strategy.root_device),
+            "train_curve": self.train_curve,
+            "val_curve": self.val_curve,
+        }

@@ -1,0 +1,91 @@
+"""`CrossEntropyTask`: one LightningModule for next-token prediction and image classification.
+
+The network maps ``x`` to logits whose last axis is the classes (``(B, T, V)`` for a language
+model, ``(B, C)`` for a classifier); the loss is cross-entropy against ``y`` of the matching shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import lightning.pytorch as L
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+from .plans import PlanFactory, build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cosine(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.1
+) -> LRScheduler:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` * lr at ``total_steps``."""
+    if total_steps <= 0:
+        raise ValueError(
+            f"warmup_cosine needs total_steps > 0 (got {total_steps}); set trainer.max_steps "
+            "or scheduler=null"
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+class CrossEntropyTask(L.LightningModule):
+    """Args:
+    net: the model (``net(x) -> logits``).
+    optimizer: partial optimizer class (Hydra ``_partial_: true``): AdamMini or a baseline.
+    example_input: one batch of ``x`` (any values); traced on meta tensors for the partition.
+    partition: plan factory ``(net, example_inputs) -> PartitionPlan`` (AdamMini only).
+    scheduler: partial ``(optimizer) -> LRScheduler`` stepped every optimizer step, or None.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        example_input: Tensor,
+        partition: PlanFactory | None = None,
+        scheduler: Callable[[Optimizer], LRScheduler] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.plan_factory = partition
+        self.scheduler_factory = scheduler
+        self.example_input = example_input
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        logits = self.net(x)
+        return F.cross_entropy(logits.flatten(0, -2).float(), y.flatten())
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.optimizer_factory, self.net, self.example_input, self.plan_factory)
+        plan = getattr(optimizer, "plan", None)
+        if plan is not None and self.trainer.is_global_zero:
+            log.info("Adam-mini partition plan:\n%s", plan)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

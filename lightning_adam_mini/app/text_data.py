@@ -1,0 +1,82 @@
+"""Byte-level language modeling on one text file; by default the corpus shipped in the package."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+import lightning.pytorch as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+#: The Python language reference topics (CPython's pydoc_data), shipped with the package.
+DEFAULT_CORPUS = "python_reference.txt"
+
+
+def read_corpus(path: str | None = None) -> bytes:
+    if path is None:
+        return files("lightning_adam_mini").joinpath("data", DEFAULT_CORPUS).read_bytes()
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"data.path={path!r}: no such file; give a text file or null")
+    return file.read_bytes()
+
+
+class TokenWindows(Dataset):
+    """Non-overlapping windows: item i is (tokens[i*T : i*T+T], tokens[i*T+1 : i*T+T+1])."""
+
+    def __init__(self, tokens: Tensor, block_size: int):
+        if len(tokens) <= block_size:
+            raise ValueError(f"{len(tokens)} tokens can't fill one window of block_size={block_size}")
+        self.tokens, self.block_size = tokens, block_size
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - 1) // self.block_size
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        start = i * self.block_size
+        chunk = self.tokens[start : start + self.block_size + 1]
+        return chunk[:-1], chunk[1:]
+
+
+class ByteTextDataModule(L.LightningDataModule):
+    """Bytes of a UTF-8 file as tokens (vocab 256); the last ``val_fraction`` is validation."""
+
+    vocab_size = 256
+
+    def __init__(
+        self,
+        path: str | None = None,
+        block_size: int = 128,
+        batch_size: int = 32,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.path, self.block_size, self.batch_size = path, block_size, batch_size
+        self.val_fraction, self.num_workers = val_fraction, num_workers
+        self.train_set: TokenWindows | None = None
+        self.val_set: TokenWindows | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        tokens = torch.frombuffer(bytearray(read_corpus(self.path)), dtype=torch.uint8).long()
+        n_val = int(len(tokens) * self.val_fraction)
+        self.train_set = TokenWindows(tokens[:-n_val], self.block_size)
+        self.val_set = TokenWindows(tokens[-n_val:], self.block_size)
+
+    def example_input(self) -> Tensor:
+        """A batch of ``x`` with the training shape (values irrelevant; used for tracing)."""
+        return torch.zeros(self.batch_size, self.block_size, dtype=torch.long)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
