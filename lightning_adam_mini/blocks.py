@@ -69,6 +69,10 @@ class BlockReduction:
             row = torch.linalg.vector_norm(
                 grad, 2, dim=self.reduce_dims, keepdim=True, dtype=dtype
             ).square_().div_(self.row_numel)
+        return self.group_rows(row)
+
+    def group_rows(self, row: Tensor) -> Tensor:
+        """Per-row means (reduced axes kept as size 1) -> per-block means of shape ``v_shape``."""
         if self.row_to_block is None:
             return row.reshape(self.v_shape)
         summed = row.new_zeros(self.v_shape).index_add_(self.axis, self.row_to_block, row)

@@ -15,8 +15,10 @@ from torch.optim import Optimizer
 
 from partitioners import PartitionPlan, PlanMismatchError, auto_partition
 
+from .binding import name_param_groups
 from .blocks import BlockReduction, v_dtype
 from .functional import adam_mini
+from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
 ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
 
@@ -61,7 +63,9 @@ class AdamMini(Optimizer):
 
     Args:
         params: the model (its trainable parameters are optimized), ``model.named_parameters()``,
-            or named param groups (dicts whose ``"params"`` are ``(name, param)`` pairs).
+            or named param groups (dicts whose ``"params"`` are ``(name, param)`` pairs). Bare
+            tensors (``model.parameters()``, as LightningCLI passes) make an *unbound* optimizer:
+            call :meth:`bind` with the module before the first step.
         lr, betas, eps, weight_decay: as in ``torch.optim.AdamW`` (decoupled weight decay, applied
             only to parameters with two or more dimensions).
         partition: a :class:`~partitioners.PartitionPlan` or the path of a pinned YAML plan.
@@ -91,8 +95,10 @@ class AdamMini(Optimizer):
         if exp_avg_dtype is not None and not exp_avg_dtype.is_floating_point:
             raise ValueError(f"AdamMini: exp_avg_dtype must be a floating dtype, got {exp_avg_dtype}")
         groups, named, plan = self._resolve(params, partition, example_inputs, example_kwargs)
-        plan.check_params(named, allow_extra=not isinstance(params, nn.Module))
-        self.plan: PartitionPlan = plan
+        if named is not None:
+            plan.check_params(named, allow_extra=not isinstance(params, nn.Module))
+        self.plan: PartitionPlan | None = plan if named is not None else None
+        self._pending_partition = partition if named is None else None
         self.exp_avg_dtype = exp_avg_dtype
         if not isinstance(lr, Tensor):
             # A tensor lr lets schedulers change it (fill_) without recompiling a compiled step.
@@ -118,6 +124,10 @@ class AdamMini(Optimizer):
         if not items:
             raise ValueError("AdamMini got an empty parameter list")
         groups = [dict(g) for g in items] if isinstance(items[0], Mapping) else [{"params": items}]
+        if all(isinstance(x, Tensor) for g in groups for x in g["params"]) and not any(
+            "param_names" in g for g in groups
+        ):
+            return groups, None, None  # unbound: names and plan come with bind(module)
         named = []
         for g in groups:
             group_params = list(g["params"])
@@ -144,17 +154,55 @@ class AdamMini(Optimizer):
             param_group["lr"], param_group["betas"], param_group["eps"], param_group["weight_decay"]
         )
         super().add_param_group(param_group)
+        if self.plan is None:
+            return  # unbound: bind() names the groups
         if len(self.param_groups[-1].get("param_names", ())) != len(self.param_groups[-1]["params"]):
             raise TypeError("AdamMini param groups need names: give (name, param) pairs")
         for name in self.param_groups[-1]["param_names"]:
             if name not in self.plan:
                 raise PlanMismatchError(f"parameter {name!r} is not in the partition plan")
 
+    @property
+    def is_bound(self) -> bool:
+        """Whether the parameters have names and a plan (always, unless built from bare tensors)."""
+        return self.plan is not None
+
+    def bind(
+        self,
+        module: nn.Module,
+        partition: PartitionPlan | str | os.PathLike | None = None,
+        example_inputs: tuple[Any, ...] | None = None,
+        example_kwargs: dict[str, Any] | None = None,
+    ) -> AdamMini:
+        """Name the bare parameters after ``module.named_parameters()`` and set the plan: the given
+        ``partition`` (or the one given at construction), else ``auto_partition(module, ...)``.
+        A bound optimizer is returned unchanged."""
+        if self.plan is not None:
+            return self
+        named = name_param_groups(self.param_groups, module)
+        partition = partition if partition is not None else self._pending_partition
+        if partition is not None:
+            plan = _load_plan(partition)
+        else:
+            plan = auto_partition(module, example_inputs, example_kwargs)
+        plan.check_params(named, allow_extra=True)
+        self.plan = plan
+        return self
+
+    def _require_bound(self, what: str) -> None:
+        if self.plan is None:
+            raise RuntimeError(
+                f"AdamMini.{what}: this optimizer was built from bare tensors (model.parameters(), as "
+                "LightningCLI passes them) and has no names or plan yet. Call optimizer.bind(model) "
+                "first, or with Lightning add lightning_adam_mini.AdamMiniCallback() to the Trainer's "
+                "callbacks (it binds at fit start)"
+            )
+
     # ---- state --------------------------------------------------------------------------
     def _reduction(self, p: Tensor, name: str) -> BlockReduction:
         red = self._reductions.get(name)
         if red is None:
-            red = BlockReduction.build(self.plan[name].layout, tuple(p.shape), p.device)
+            red = build_reduction(self.plan[name].layout, p)
             self._reductions[name] = red
         return red
 
@@ -191,18 +239,20 @@ class AdamMini(Optimizer):
                 state["exp_avg"] = torch.zeros_like(
                     p, dtype=self.exp_avg_dtype or p.dtype, memory_format=torch.preserve_format
                 )
-                state["exp_avg_sq"] = torch.zeros(red.v_shape, dtype=v_dtype(p.dtype), device=p.device)
+                state["exp_avg_sq"] = new_exp_avg_sq(p, red)
             names.append(name)
-            params.append(p)
-            grads.append(g)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
+            # FSDP2 DTensors: the math runs on this rank's shard (see .sharded).
+            params.append(local_tensor(p))
+            grads.append(local_tensor(g))
+            exp_avgs.append(local_tensor(state["exp_avg"]))
+            exp_avg_sqs.append(local_tensor(state["exp_avg_sq"]))
             steps.append(state["step"])
         return False
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` (re-evaluating the loss) runs eagerly first."""
+        self._require_bound("step")
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -240,12 +290,24 @@ class AdamMini(Optimizer):
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        self._require_bound("state_dict")
         sd = super().state_dict()
         sd["partition_plan"] = self.plan.to_dict()
+        # Each group also carries its params' entries: torch.distributed.checkpoint keeps only
+        # "state" and "param_groups" (FSDP2 checkpoints), and the plan must survive it.
+        for group in sd["param_groups"]:
+            group["partition_plan"] = {n: self.plan[n].to_dict() for n in group["param_names"]}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._require_bound("load_state_dict")
+        state_dict = dict(state_dict)
+        groups = [dict(g) for g in state_dict["param_groups"]]
+        group_plans = [g.pop("partition_plan", None) for g in groups]
+        state_dict["param_groups"] = groups
         saved = state_dict.get("partition_plan")
+        if saved is None and group_plans and all(gp is not None for gp in group_plans):
+            saved = {n: e for gp in group_plans for n, e in gp.items()}
         if saved is None:
             raise PlanMismatchError(
                 "this optimizer state has no 'partition_plan': it was not saved by AdamMini"
