@@ -229,13 +229,16 @@ def projection_layout(
     targets: RowTargets, n_rows: int, axis: int
 ) -> tuple[str, BlockLayout] | None:
     """Role and layout of a projection's rows from where they go; ``None`` if heads overlap."""
+    if not (targets.query_heads or targets.key_heads or targets.value_rows):
+        return None  # not attention
     q = _contiguous_blocks(targets.query_heads)
     k = _contiguous_blocks(targets.key_heads)
     if q is None or k is None:
         return None
     heads = {**{s: (n, "q") for s, n in q.items()}, **{s: (n, "k") for s, n in k.items()}}
-    if len(heads) != len(q) + len(k):
-        return None
+    spans = sorted(heads.items())
+    if len(heads) != len(q) + len(k) or any(s + n > t for (s, (n, _)), (t, _) in zip(spans, spans[1:])):
+        return None  # a row feeds two heads
     pieces: list[Segment] = []
     row = 0
     while row < n_rows:
@@ -243,7 +246,7 @@ def projection_layout(
             size, label = heads[row]
         else:
             size, label = 1, "v" if row in targets.value_rows else ""
-        if any(r in heads for r in range(row + 1, row + size)) or row + size > n_rows:
+        if row + size > n_rows:
             return None
         last = pieces[-1] if pieces else None
         if last is not None and last.block == size and last.label == label:

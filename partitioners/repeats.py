@@ -22,37 +22,51 @@ _Signature = tuple
 _SIMPLE = (bool, int, float, str, type(None))
 
 
-def _settings(module: nn.Module, position: int) -> tuple:
-    """Plain attributes (head counts, strides...); an int equal to the block's position is its
-    index (``layer_idx``), not a difference in structure."""
+def _settings(module: nn.Module) -> tuple:
+    """Plain attributes of a module (head counts, strides, layer index...)."""
     out = []
     for name, value in sorted(vars(module).items()):
         if name.startswith("_") or not isinstance(value, (*_SIMPLE, tuple)):
             continue
         if isinstance(value, tuple) and not all(isinstance(v, _SIMPLE) for v in value):
             continue
-        out.append((name, "<index>" if type(value) is int and value == position else value))
+        out.append((name, value))
     return tuple(out)
 
 
-def _signature(module: nn.Module, position: int) -> _Signature:
+def _signature(module: nn.Module) -> _Signature:
     params = tuple(
         (n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in module.named_parameters(remove_duplicate=False)
     )
     buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in module.named_buffers(remove_duplicate=False))
-    modules = tuple((n, type(m), _settings(m, position)) for n, m in module.named_modules())
-    return params, buffers, modules
+    modules = tuple((n, type(m)) for n, m in module.named_modules())
+    settings = tuple((n, _settings(m)) for n, m in module.named_modules())
+    return (params, buffers, modules), settings
+
+
+def _same(a: _Signature, i: int, b: _Signature, j: int) -> bool:
+    """Blocks ``a`` (at position ``i``) and ``b`` (at ``j``) have the same structure; an int
+    setting equal to each block's own position is its index (``layer_idx``), not a difference."""
+    if a[0] != b[0]:
+        return False
+    for (_, sa), (_, sb) in zip(a[1], b[1]):
+        if [name for name, _ in sa] != [name for name, _ in sb]:
+            return False
+        for (_, va), (_, vb) in zip(sa, sb):
+            if va != vb and not (type(va) is int and type(vb) is int and (va, vb) == (i, j)):
+                return False
+    return True
 
 
 def _runs(children: list[nn.Module], shared: set[int]) -> list[tuple[int, int]]:
     """Maximal [start, end) runs of identical, unshared siblings."""
     sigs = [
-        None if any(id(p) in shared for p in c.parameters(recurse=True)) else _signature(c, i)
-        for i, c in enumerate(children)
+        None if any(id(p) in shared for p in c.parameters(recurse=True)) else _signature(c)
+        for c in children
     ]
     runs, start = [], 0
     for i in range(1, len(children) + 1):
-        if i == len(children) or sigs[i] is None or sigs[i] != sigs[start]:
+        if i == len(children) or sigs[i] is None or sigs[start] is None or not _same(sigs[start], start, sigs[i], i):
             runs.append((start, i))
             start = i
     return runs

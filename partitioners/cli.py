@@ -1,0 +1,104 @@
+"""``lam-partition``: print a model's partition plan table, optionally write it as YAML.
+
+    lam-partition tests.models.nanogpt:gpt --shape 2,16
+    lam-partition path/to/config.json --yaml plan.yaml     # a Hugging Face config, built on meta
+    lam-partition gpt2 --rules rules.yaml                   # config name: must be cached locally
+
+A ``module:factory`` is called without arguments and returns a model, or ``(model, example_inputs)``.
+A Hugging Face config is built with random init on the ``meta`` device: no weights are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .auto import auto_partition
+
+
+def _from_factory(spec: str) -> tuple[nn.Module, tuple[Any, ...] | None]:
+    module_name, _, attr = spec.partition(":")
+    sys.path.insert(0, str(Path.cwd()))
+    factory = getattr(importlib.import_module(module_name), attr)
+    built = factory()
+    if isinstance(built, tuple):
+        model, inputs = built
+        return model, tuple(inputs)
+    return built, None
+
+
+def _from_hf_config(spec: str) -> nn.Module:
+    try:
+        import transformers
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise SystemExit(f"lam-partition: {spec!r} looks like a Hugging Face config, but transformers isn't installed") from err
+    path = Path(spec)
+    if path.is_file():
+        config = transformers.AutoConfig.from_pretrained(str(path.parent) if path.name == "config.json" else str(path))
+    else:
+        config = transformers.AutoConfig.from_pretrained(spec, local_files_only=True)
+    with torch.device("meta"):
+        for auto in (transformers.AutoModelForCausalLM, transformers.AutoModel):
+            try:
+                return auto.from_config(config)
+            except ValueError:
+                continue
+    raise SystemExit(f"lam-partition: no model class for config {spec!r}")
+
+
+def load_model(spec: str) -> tuple[nn.Module, tuple[Any, ...] | None]:
+    """A model (and maybe its example inputs) from ``module:factory`` or a Hugging Face config."""
+    if ":" in spec and not Path(spec).exists():
+        return _from_factory(spec)
+    return _from_hf_config(spec), None
+
+
+def parse_shape(text: str) -> torch.Size:
+    try:
+        return torch.Size(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shape takes comma-separated ints like 2,16, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lam-partition", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="module:factory, a Hugging Face config file, or a cached config name")
+    parser.add_argument("--shape", type=parse_shape, action="append",
+                        help="shape of one example input (token ids if the model embeds them); repeat "
+                             "for several inputs; default 1,16 when the factory gives no inputs")
+    parser.add_argument("--yaml", type=Path, help="also write the plan to this YAML file")
+    parser.add_argument("--rules", type=Path, help="YAML file of override rules applied on top")
+    parser.add_argument("--no-collapse", action="store_true", help="trace every repeated block")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model, inputs = load_model(args.model)
+    if args.shape:
+        inputs = tuple(args.shape)
+    elif inputs is None:
+        inputs = (torch.Size([1, 16]),)
+    rules = args.rules.read_text() if args.rules else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = auto_partition(model, inputs, overrides=rules, collapse_repeats=not args.no_collapse)
+    print(plan)
+    for w in caught:
+        if "auto_partition" in str(w.message):
+            print(f"warning: {w.message}", file=sys.stderr)
+    if args.yaml:
+        args.yaml.write_text(plan.to_yaml())
+        print(f"wrote {args.yaml}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
