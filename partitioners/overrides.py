@@ -15,7 +15,7 @@ rules need the model to find each parameter's owner.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
 import yaml
@@ -88,14 +88,16 @@ def apply_overrides(
 ) -> PartitionPlan:
     """``plan`` with the rules applied in order; their entries are marked ``decided_by="rule"``."""
     rules = load_rules(rules)
-    for name in list(plan):
+    entries = dict(plan)
+    for name, entry in entries.items():
         owner = _owner(model, name) if any(r.module is not None for r in rules) else None
         for rule in rules:
             if rule.selects(name, owner):
-                changes: dict[str, Any] = {"decided_by": "rule"}
-                if rule.role is not None:
-                    changes["role"] = rule.role
-                if rule.layout is not None:
-                    changes["layout"] = rule.layout
-                plan = plan.replace(name, **changes)
-    return plan
+                entry = replace(
+                    entry,
+                    role=entry.role if rule.role is None else rule.role,
+                    layout=entry.layout if rule.layout is None else rule.layout,
+                    decided_by="rule",
+                )
+        entries[name] = entry
+    return PartitionPlan(entries)  # checks every layout against its shape

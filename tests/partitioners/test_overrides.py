@@ -1,0 +1,77 @@
+"""Override rules on top of a traced plan, and pinned plans that skip tracing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from partitioners import BlockLayout, PartitionPlan, PlanMismatchError, auto_partition
+from partitioners.overrides import Rule, apply_overrides, load_rules
+from tests.models.resnet import resnet18
+
+IMAGES = (torch.Size([1, 3, 32, 32]),)
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return resnet18(num_classes=10, width=8)
+
+
+@pytest.fixture(scope="module")
+def plan(model) -> PartitionPlan:
+    return auto_partition(model, IMAGES)
+
+
+def test_module_type_rule_by_class_and_by_name(model, plan):
+    for module in (nn.Conv2d, "Conv2d"):
+        out = apply_overrides(plan, [{"module": module, "layout": "tensor"}], model)
+        for name, p in model.named_parameters():
+            if p.ndim == 4:
+                assert (out[name].role, out[name].layout, out[name].decided_by) == ("conv", BlockLayout.tensor(), "rule")
+            else:
+                assert out[name] == plan[name]
+
+
+def test_glob_rules_apply_in_order_later_wins(plan):
+    rules = load_rules(
+        """
+        rules:
+          - {match: "layer4.*.conv*.weight", role: other, layout: {kind: tensor}}
+          - {match: "layer4.1.conv*", layout: {kind: rows, axis: 1}}
+        """
+    )
+    out = apply_overrides(plan, rules)
+    assert (out["layer4.0.conv1.weight"].role, out["layer4.0.conv1.weight"].layout) == ("other", BlockLayout.tensor())
+    assert (out["layer4.1.conv1.weight"].role, out["layer4.1.conv1.weight"].layout) == ("other", BlockLayout.rows(1))
+    assert out["layer3.0.conv1.weight"] == plan["layer3.0.conv1.weight"]
+
+
+def test_rules_through_auto_partition(model, plan):
+    out = auto_partition(model, IMAGES, overrides=[Rule(match="fc.weight", layout=BlockLayout.tensor())])
+    assert out["fc.weight"].decided_by == "rule" and out.replace("fc.weight", **vars(plan["fc.weight"])) == plan
+
+
+def test_bad_rules_say_what_to_fix(plan):
+    with pytest.raises(ValueError, match="match"):
+        Rule(role="conv")
+    with pytest.raises(ValueError, match="unknown rule fields"):
+        load_rules([{"match": "*", "layuot": "tensor"}])
+    with pytest.raises(ValueError, match="model="):
+        apply_overrides(plan, [{"module": "Conv2d", "layout": "tensor"}])
+    with pytest.raises(PlanMismatchError):  # the layout must fit the shape
+        apply_overrides(plan, [{"match": "fc.weight", "layout": {"kind": "rows", "axis": 0, "group": 3}}])
+
+
+def test_pinned_plan_skips_tracing(model, plan, tmp_path, monkeypatch):
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan.to_yaml())
+    import partitioners.auto as auto
+
+    monkeypatch.setattr(auto, "trace", lambda *a, **k: pytest.fail("a pinned plan must not trace"))
+    assert auto_partition(model, plan=str(path)) == plan
+    assert auto_partition(model, plan=plan) == plan
+    pinned = auto_partition(model, plan=path, overrides=[{"match": "fc.bias", "layout": "tensor"}])
+    assert pinned["fc.bias"].layout == BlockLayout.tensor()
+    with pytest.raises(PlanMismatchError):
+        auto_partition(resnet18(num_classes=7, width=8), plan=plan)
