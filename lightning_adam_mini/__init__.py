@@ -4,5 +4,14 @@ from partitioners import BlockLayout, PartitionPlan, auto_partition
 
 from .functional import adam_mini
 from .optimizer import AdamMini
+from .lightning import AdamMiniCallback, adam_mini_optimizers
 
-__all__ = ["AdamMini", "BlockLayout", "PartitionPlan", "adam_mini", "auto_partition"]
+__all__ = [
+    "AdamMini",
+    "AdamMiniCallback",
+    "BlockLayout",
+    "PartitionPlan",
+    "adam_mini",
+    "adam_mini_optimizers",
+    "auto_partition",
+]

@@ -1,0 +1,62 @@
+"""What someone tuning Adam-mini wants to watch: per role, the effective step size and the share
+of the parameters.
+
+The effective step size of a block is ``lr / (sqrt(v_hat) + eps)`` with ``v_hat = v / (1 - beta2^t)``:
+the factor the bias-corrected first moment is multiplied by. One value per block (Adam-mini's
+point: few of them), summarised per role by min / median / max.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import Tensor
+
+from partitioners import PartitionPlan
+
+from .optimizer import AdamMini
+from .sharded import local_tensor
+
+
+def role_fractions(plan: PartitionPlan) -> dict[str, float]:
+    """Fraction of all planned parameter elements held by each role."""
+    total = plan.num_params or 1
+    counts: dict[str, int] = defaultdict(int)
+    for entry in plan.values():
+        counts[entry.role] += torch.Size(entry.shape).numel()
+    return {role: n / total for role, n in counts.items()}
+
+
+@torch.no_grad()
+def step_size_stats(optimizer: AdamMini, prefix: str = "adam_mini") -> dict[str, float]:
+    """``{prefix}/step_size/{role}/{min,median,max}`` over every block with state, and
+    ``{prefix}/params/{role}`` (fraction of parameters). Empty before the first step.
+
+    Under FSDP2, blocks of element-wise layouts are this rank's shard only (the others are full).
+    """
+    if optimizer.plan is None:
+        return {}
+    per_role: dict[str, list[Tensor]] = defaultdict(list)
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        beta2, eps = group["betas"][1], group["eps"]
+        for name, p in zip(group["param_names"], group["params"]):
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            v = local_tensor(state["exp_avg_sq"]).detach().float().flatten()
+            bias_correction2 = 1.0 - beta2 ** float(state["step"])
+            step = lr / ((v / bias_correction2).sqrt() + eps)
+            per_role[optimizer.plan[name].role].append(step)
+    out: dict[str, float] = {}
+    for role, parts in sorted(per_role.items()):
+        values = torch.cat(parts)
+        if not values.numel():
+            continue
+        out[f"{prefix}/step_size/{role}/min"] = values.min().item()
+        out[f"{prefix}/step_size/{role}/median"] = values.median().item()
+        out[f"{prefix}/step_size/{role}/max"] = values.max().item()
+    for role, frac in sorted(role_fractions(optimizer.plan).items()):
+        out[f"{prefix}/params/{role}"] = frac
+    return out

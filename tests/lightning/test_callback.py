@@ -1,0 +1,98 @@
+"""`AdamMiniCallback`: plan table at fit start, per-step metrics, plan in checkpoints."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from lightning_adam_mini import AdamMini, AdamMiniCallback, auto_partition
+from lightning_adam_mini.lightning.callback import CHECKPOINT_KEY
+from lightning_adam_mini.stats import role_fractions
+from partitioners import BlockLayout, PlanMismatchError
+from tests.lightning.lit_gpt import LitGPT, example_tokens, trainer
+from tests.lightning.memory_logger import MemoryLogger
+
+
+def expected_plan():
+    return auto_partition(LitGPT(), (example_tokens(),))
+
+
+def test_rich_table_at_fit_start(capsys):
+    trainer(max_steps=1, callbacks=[AdamMiniCallback()]).fit(LitGPT())
+    out = capsys.readouterr().out
+    assert "Adam-mini partition" in out and "┃ param" in out
+    assert "model.layers.0.self_attn.q_proj.weight" in out and "heads(dim=0, size=8)" in out
+    assert expected_plan().summary() in out
+    assert out.count("Adam-mini partition") == 1
+
+
+def test_plain_text_table_without_rich(caplog):
+    with caplog.at_level(logging.INFO):
+        trainer(max_steps=1, callbacks=[AdamMiniCallback(rich=False)]).fit(LitGPT())
+    text = caplog.text
+    assert "Adam-mini partition" in text and "┃" not in text
+    assert str(expected_plan()) in text
+
+
+def test_logs_step_sizes_and_role_shares_through_the_trainer_logger():
+    logger = MemoryLogger()
+    module = LitGPT()
+    t = trainer(max_steps=6, logger=logger, log_every_n_steps=2, callbacks=[AdamMiniCallback(show=False)])
+    t.fit(module)
+    logged = logger.with_prefix("adam_mini/")
+    assert [s for s, _ in logged] == [2, 4, 6]
+    step, last = logged[-1]
+    roles = set(role_fractions(t.optimizers[0].plan))
+    assert roles == {"embedding", "norm", "query", "key", "value", "attn_out", "linear", "output"}
+    for role in roles:
+        lo, mid, hi = (last[f"adam_mini/step_size/{role}/{s}"] for s in ("min", "median", "max"))
+        assert 0 < lo <= mid <= hi
+    assert sum(last[f"adam_mini/params/{r}"] for r in roles) == pytest.approx(1.0)
+
+    # the numbers are lr / (sqrt(v / (1 - beta2^t)) + eps) of the optimizer's own state
+    opt: AdamMini = t.optimizers[0]
+    q = module.model.layers[0].self_attn.q_proj.weight
+    state = opt.state[q]
+    lr, (_, beta2), eps = float(opt.param_groups[0]["lr"]), opt.defaults["betas"], opt.defaults["eps"]
+    want = lr / ((state["exp_avg_sq"] / (1 - beta2 ** step)).sqrt() + eps)
+    assert last["adam_mini/step_size/query/max"] == pytest.approx(want.max().item(), rel=1e-6)
+    assert last["adam_mini/step_size/query/min"] == pytest.approx(want.min().item(), rel=1e-6)
+
+
+def test_first_training_batch_is_traced_when_there_is_no_example_input():
+    module = LitGPT(example=False)
+    cb = AdamMiniCallback(show=False)
+    t = trainer(max_steps=2, callbacks=[cb])
+    t.fit(module)
+    assert cb.plan == expected_plan() == t.optimizers[0].plan
+
+
+def test_checkpoint_carries_the_plan_and_a_foreign_plan_is_refused(tmp_path):
+    ckpt = tmp_path / "a.ckpt"
+    t = trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)])
+    t.fit(LitGPT())
+    t.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved[CHECKPOINT_KEY] == expected_plan().to_dict()
+
+    # same model, same plan: resumes
+    t2 = trainer(max_steps=3, callbacks=[AdamMiniCallback(show=False)])
+    t2.fit(LitGPT(), ckpt_path=ckpt)
+    assert t2.global_step == 3
+
+    # same weights, another partition (values per row instead of per head): refused, with advice
+    other = expected_plan().replace("model.layers.0.self_attn.q_proj.weight", layout=BlockLayout.rows(0))
+    t3 = trainer(max_steps=3, callbacks=[AdamMiniCallback(partition=other, show=False)])
+    with pytest.raises(PlanMismatchError, match=r"another Adam-mini partition.*q_proj.*Resume with the same"):
+        t3.fit(LitGPT(), ckpt_path=ckpt)
+
+
+def test_callback_without_an_adam_mini_says_so():
+    class WithAdamW(LitGPT):
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters())
+
+    with pytest.raises(RuntimeError, match="no AdamMini among the Trainer's optimizers"):
+        trainer(max_steps=1, callbacks=[AdamMiniCallback()]).fit(WithAdamW())
