@@ -1,20 +1,26 @@
 """Model -> :class:`PartitionPlan`: which Adam-mini block each parameter element belongs to.
 
-Depends on torch only. See ``PartitionPlan`` for the data, ``auto_partition`` for the graph
-partitioner and ``name_partition`` for the official name rules.
+Depends on torch (and pyyaml) only. See ``PartitionPlan`` for the data, ``auto_partition`` for
+the graph partitioner, ``apply_overrides`` for rules on top, and ``name_partition`` for the
+official name rules.
 """
 
-from .auto import auto_partition
+from .auto import PartitionWarning, auto_partition, load_plan
 from .layout import BlockLayout, Segment
 from .names import name_partition
+from .overrides import Rule, apply_overrides
 from .plan import PartitionPlan, PlanEntry, PlanMismatchError
 
 __all__ = [
     "BlockLayout",
     "PartitionPlan",
+    "PartitionWarning",
     "PlanEntry",
     "PlanMismatchError",
+    "Rule",
     "Segment",
+    "apply_overrides",
     "auto_partition",
+    "load_plan",
     "name_partition",
 ]

@@ -196,3 +196,21 @@ def test_user_model_untouched():
         assert p.grad is None
     assert all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
     handle.remove()
+
+
+def test_fx_tracer_when_export_refuses(monkeypatch):
+    import partitioners.trace as trace_module
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("export refused")
+
+    tracers = dict(trace_module.TRACERS)
+    monkeypatch.setattr(trace_module, "TRACERS", (("export", refuse), ("fx", tracers["fx"])))
+    model = gpt("manual")
+    plan = plan_of(model, torch.randint(0, 96, (2, 8)))
+    assert {e.decided_by for e in plan.values()} == {"fx"}
+    assert plan["transformer.h.1.attn.c_attn.weight"].layout == BlockLayout.segmented(
+        [(64, 16, "q"), (64, 16, "k"), (64, 1, "v")]
+    )
+    monkeypatch.undo()
+    assert {n: (e.role, e.layout) for n, e in auto_partition(model, (torch.randint(0, 96, (2, 8)),)).items()} == layouts(plan)
