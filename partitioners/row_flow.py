@@ -95,6 +95,11 @@ def _walk(node: fx.Node, ops: frozenset[str], forward: bool, depth: int = 8) -> 
         frontier = nxt
 
 
+def _first(matmul: fx.Node) -> int:
+    """Position of the first matrix operand (``baddbmm`` takes the added tensor first)."""
+    return 1 if op_name(matmul) == "baddbmm" else 0
+
+
 def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
     """Every ``scaled_dot_product_attention`` and every hand-written ``softmax(q @ k^T) @ v``."""
     sites = []
@@ -108,16 +113,15 @@ def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
             sites.append(AttentionSite(q, k, v, out))
         elif name in SOFTMAX_OPS:
             scores = next((m for m in _walk(node, SCORE_OPS, forward=False) if op_name(m) in MATMUL_OPS), None)
+            probs = {node} | {m for m in _walk(node, SCORE_OPS, forward=True) if op_name(m) in SCORE_OPS}
             mix = next(
-                (m for m in _walk(node, SCORE_OPS, forward=True)
-                 if op_name(m) in MATMUL_OPS and m.args[-2 if op_name(m) == "baddbmm" else 0] is not None),
+                (u for p in probs for u in p.users if op_name(u) in MATMUL_OPS and u.args[_first(u)] in probs),
                 None,
             )
             if scores is None or mix is None:
                 continue
-            qi = 1 if op_name(scores) == "baddbmm" else 0
-            vi = 2 if op_name(mix) == "baddbmm" else 1
-            sites.append(AttentionSite(scores.args[qi], scores.args[qi + 1], mix.args[vi], mix, True))
+            q = _first(scores)
+            sites.append(AttentionSite(scores.args[q], scores.args[q + 1], mix.args[_first(mix) + 1], mix, True))
     return sites
 
 

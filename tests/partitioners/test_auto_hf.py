@@ -133,7 +133,7 @@ def test_bert_masked_lm():
     })
 
 
-def test_bert_pooler_not_in_forward_falls_back_to_structure():
+def test_bert_model_pooler_and_the_fallback_without_inputs():
     cfg = transformers.BertConfig(
         num_hidden_layers=1, hidden_size=D, num_attention_heads=HEADS, intermediate_size=128, vocab_size=VOCAB
     )
@@ -142,7 +142,7 @@ def test_bert_pooler_not_in_forward_falls_back_to_structure():
     plan = plan_of(model, ids())  # the pooler runs: all graph-decided
     assert plan["pooler.dense.weight"].role == "linear"
     with pytest.warns(UserWarning, match="pooler.dense.weight"):
-        # a pinned-off forward: without token ids nothing traces, everything falls back
+        # without example inputs nothing is traced: module structure decides, with a warning
         fallback = auto_partition(model)
     assert fallback["pooler.dense.weight"].decided_by == "structure"
     assert fallback["encoder.layer.0.attention.self.query.weight"].decided_by == "structure"
