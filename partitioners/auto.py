@@ -129,7 +129,8 @@ def _warn(failure: str | None, unexplained: list[str], fallen_back: list[str]) -
         return
     lines = []
     if failure:
-        lines.append(f"the forward could not be traced ({failure.splitlines()[0]}); fell back for all parameters")
+        reason = (failure.splitlines()[1:] or [failure])[0].strip()
+        lines.append(f"the forward could not be traced ({reason}); fell back for all parameters")
     if unexplained:
         lines.append("the graph uses these in ways it can't explain, one block each: " + ", ".join(unexplained))
     if fallen_back:

@@ -172,7 +172,9 @@ def trace(
     attempts = (True, False) if collapse_repeats else (False,)
     for collapse in attempts:
         copy_ = meta_copy(model).eval()
+        size = sum(1 for _ in copy_.parameters())
         rename = collapse_repeated_blocks(copy_) if collapse else (lambda name: name)
+        collapsed = collapse and size != sum(1 for _ in copy_.parameters())
         wrapper = _TensorOutputs(copy_)
         for dtype in (torch.long, next((p.dtype for p in copy_.parameters()), torch.float32)):
             args = tuple(meta_inputs(tuple(example_inputs), dtype))
@@ -181,7 +183,7 @@ def trace(
                 try:
                     graph, params = tracer(wrapper, args, kwargs)
                 except Exception as err:  # noqa: BLE001 - any failure means: try the next tracer
-                    errors.append(f"{method}{' (collapsed)' if collapse else ''}: {type(err).__name__}: {str(err)[:300]}")
+                    errors.append(f"{method}{' (collapsed)' if collapsed else ''}: {type(err).__name__}: {str(err)[:300]}")
                     continue
                 first = {id(p): n for n, p in copy_.named_parameters()}
                 alias = {n: first[id(p)] for n, p in copy_.named_parameters(remove_duplicate=False)}
@@ -190,4 +192,6 @@ def trace(
                 return TracedGraph(graph, params, method, shapes, rename)
             if not _has_shapes((example_inputs, example_kwargs)):
                 break  # the input dtype only matters for inputs given as shapes
+        if collapse and not collapsed:
+            break  # nothing was collapsed: the full copy would fail the same way
     raise TraceError("could not trace the model:\n  " + "\n  ".join(errors))
