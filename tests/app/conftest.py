@@ -1,0 +1,43 @@
+"""Helpers for the app tests: compose configs in-process, run lam-train in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from lightning_adam_mini.app.schema import register_configs
+
+CONFIGS = Path(__file__).resolve().parents[2] / "lightning_adam_mini" / "configs"
+# What the console script `lam-train` runs: main() imported from its module (so Hydra finds the
+# configs the way it does after `pip install .`, as package resources, not next to a script).
+LAM_TRAIN = [sys.executable, "-c", "from lightning_adam_mini.app.train import main; main()"]
+
+
+def group_options(group: str) -> list[str]:
+    """The YAML options of a config group (schemas in the ConfigStore are not options)."""
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def compose_train(overrides: list[str] = (), tmp: Path | None = None) -> DictConfig:
+    register_configs()
+    with initialize_config_module("lightning_adam_mini.configs", version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=tmp is not None)
+
+
+def run_lam_train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONHASHSEED="0", HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        LAM_TRAIN + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    """Overrides for a seconds-long run of the default app."""
+    return ["experiment=smoke", "trainer.accelerator=cpu"]

@@ -1,0 +1,83 @@
+"""lam-train end to end (tiny overrides): outputs, numbers, plot; pinned plans; other tasks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import read_write
+
+from lightning_adam_mini import PartitionPlan
+from lightning_adam_mini.app.schema import register_configs
+from lightning_adam_mini.app.train import train
+
+from .conftest import run_lam_train
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_lam_train_runs_end_to_end_and_writes_the_plot(tmp_path, tiny):
+    run_dir = tmp_path / "run"
+    proc = run_lam_train([*tiny, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    # Lightning's progress bar, the partition table, and the end-of-run report
+    assert "Epoch 0" in out and "it/s" in out
+    assert "decided-by" in out and "transformer.h.0.attn.c_attn.weight" in out
+    for line in ("final val loss:", "tokens/s", "optimizer state:", "AdamW would keep"):
+        assert line in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and math.isfinite(metrics["final_val_loss"])
+    assert metrics["tokens"] == 6 * 8 * 32 and metrics["tokens_per_s"] > 0
+    assert len(metrics["train_curve"]) == 6 and [s for s, _ in metrics["val_curve"]] == [3, 6]
+    # Adam-mini keeps m per element + one v per block: about half of AdamW's m + v
+    assert 0.5 < metrics["state_vs_adamw"] < 0.56
+    assert (run_dir / "loss_curve.png").read_bytes()[:8] == PNG_MAGIC
+    assert (run_dir / "csv" / "metrics.csv").exists()  # Lightning's CSVLogger
+    plan = PartitionPlan.from_yaml((run_dir / "partition_plan.yaml").read_text())
+    assert plan["transformer.h.0.attn.c_attn.weight"].role != "other"
+
+
+def _train_in_process(overrides, run_dir):
+    """train(cfg) with a Hydra context, as lam-train calls it (no subprocess)."""
+    register_configs()
+    with initialize_config_module("lightning_adam_mini.configs", version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    with read_write(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    run_dir.mkdir(parents=True)
+    return train(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["optimizer=adamw"],
+        ["optimizer=adam_mini_names"],
+        ["experiment=llama_text", "model.cfg.n_layers=1", "model.cfg.dim=32", "model.cfg.hidden_dim=64"],
+        ["experiment=convnet_shapes", "data.num_train=256", "data.num_val=64", "model.cfg.width=8"],
+    ],
+    ids=["adamw", "adam_mini_names", "llama", "convnet"],
+)
+def test_other_options_train(tmp_path, tiny, overrides):
+    steps = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2"]
+    smoke = tiny if "experiment" not in overrides[0] else ["trainer.accelerator=cpu", "data.batch_size=8"]
+    if "experiment=llama_text" in overrides:
+        smoke = [*smoke, "data.block_size=32"]
+    summary = _train_in_process([*smoke, *overrides, *steps, "scheduler.warmup_steps=1"], tmp_path / "run")
+    assert summary["steps"] == 4 and math.isfinite(summary["final_val_loss"])
+    ratio = summary["state_vs_adamw"]
+    assert (ratio == pytest.approx(1.0)) if "optimizer=adamw" in overrides else ratio < 0.6
+    assert (tmp_path / "run" / "loss_curve.png").exists()
+
+
+def test_pinned_plan_from_a_previous_run(tmp_path, tiny):
+    first = _train_in_process(tiny, tmp_path / "a")
+    plan_file = tmp_path / "a" / "partition_plan.yaml"
+    second = _train_in_process([*tiny, "partition=pinned", f"partition.path={plan_file}"], tmp_path / "b")
+    assert (tmp_path / "b" / "partition_plan.yaml").read_text() == plan_file.read_text()
+    assert second["final_val_loss"] == pytest.approx(first["final_val_loss"], abs=1e-6)
