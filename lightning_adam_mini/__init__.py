@@ -4,7 +4,18 @@ from partitioners import BlockLayout, PartitionPlan, auto_partition
 
 from .functional import adam_mini
 from .optimizer import AdamMini
-from .lightning import AdamMiniCallback, adam_mini_optimizers
+
+_LIGHTNING_EXPORTS = ("AdamMiniCallback", "adam_mini_optimizers")
+
+
+def __getattr__(name: str):
+    # The Lightning adapters import lightning.pytorch (seconds): only when asked for.
+    if name in _LIGHTNING_EXPORTS:
+        from . import lightning
+
+        return getattr(lightning, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AdamMini",

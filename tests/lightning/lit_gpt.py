@@ -7,25 +7,36 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_adam_mini import adam_mini_optimizers
-from lightning_adam_mini.models import Llama, LlamaConfig
+from lightning_adam_mini.models import GPT, GPTConfig, Llama, LlamaConfig
 
 CFG = LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=16)
+# Sizes that shard unevenly over 2 ranks along dim 0: 63-token tables (32 | 31 rows), a query head
+# (rows 8..15 of 24) and the only key head (rows 0..7 of 8) cut by the shard boundary, norms
+# (one block each) split in two.
+ODD_LLAMA = LlamaConfig(vocab_size=63, dim=24, n_layers=1, n_heads=3, n_kv_heads=1, hidden_dim=40, max_seq_len=16)
+# GPT-2 layout: Conv1D weights (output neurons are dim-1 columns of a Shard(0) tensor), fused
+# q|k|v segments, biases (element-wise), tied head.
+ODD_GPT = GPTConfig(vocab_size=63, block_size=16, n_layer=1, n_head=3, n_embd=24)
 T = 8  # tokens per sequence
+
+
+def build_model(arch: str) -> torch.nn.Module:
+    return {"llama": lambda: Llama(CFG), "odd_llama": lambda: Llama(ODD_LLAMA), "odd_gpt": lambda: GPT(ODD_GPT)}[arch]()
 
 
 class Tokens(Dataset):
     """``n`` sequences of a noisy counting pattern (learnable), fixed by ``seed``."""
 
-    def __init__(self, n: int = 64, seed: int = 0):
+    def __init__(self, n: int = 64, seed: int = 0, vocab: int = 63):
         g = torch.Generator().manual_seed(seed)
-        start = torch.randint(0, CFG.vocab_size, (n, 1), generator=g)
+        start = torch.randint(0, vocab, (n, 1), generator=g)
         step = torch.randint(1, 4, (n, 1), generator=g)
-        seq = (start + step * torch.arange(T + 1)) % CFG.vocab_size
+        seq = (start + step * torch.arange(T + 1)) % vocab
         noise = torch.rand(n, T + 1, generator=g) < 0.1
-        self.seq = torch.where(noise, torch.randint(0, CFG.vocab_size, (n, T + 1), generator=g), seq)
+        self.seq = torch.where(noise, torch.randint(0, vocab, (n, T + 1), generator=g), seq)
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -49,10 +60,13 @@ class LitGPT(pl.LightningModule):
         batch_size: int = 8,
         n: int = 64,
         optimizer_kwargs: dict[str, Any] | None = None,
+        arch: str = "llama",
+        fsdp: bool = False,
     ):
         super().__init__()
         torch.manual_seed(0)
-        self.model = Llama(CFG)
+        self.model = build_model(arch)
+        self.fsdp = fsdp
         self.lr, self.weight_decay, self.batch_size, self.n = lr, weight_decay, batch_size, n
         self.optimizer_kwargs = optimizer_kwargs or {}
         if example:
@@ -74,8 +88,27 @@ class LitGPT(pl.LightningModule):
     def configure_optimizers(self):
         return adam_mini_optimizers(self, lr=self.lr, weight_decay=self.weight_decay, **self.optimizer_kwargs)
 
+    def configure_model(self) -> None:
+        """FSDP2 under ModelParallelStrategy: each block, then the root, sharded on dim 0."""
+        if not self.fsdp:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        blocks = self.model.layers if hasattr(self.model, "layers") else self.model.transformer.h
+        for block in blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(Tokens(self.n), batch_size=self.batch_size, shuffle=False)
+        """In order; with several ranks, rank r takes samples r, r + world, ... (so that one
+        process with batch ``world * batch_size`` sees the same global batches)."""
+        data = Tokens(self.n)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return DataLoader(data, batch_size=self.batch_size, shuffle=False)
+        sampler = DistributedSampler(data, num_replicas=world, rank=self.trainer.global_rank, shuffle=False)
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler)
 
 
 def trainer(**kwargs: Any) -> pl.Trainer:

@@ -1,0 +1,98 @@
+"""Training runs for the Lightning tests, one per ``--run`` (ddp | fsdp2 | single), each writing
+its final parameters (full tensors), its plan and its optimizer-state bytes to ``--out``.
+
+Used by the distributed tests (2 ranks, gloo, started by ``distributed.run_ranks``) and by the
+fault test (single process, killed and resumed). Every run is seeded and deterministic."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lightning_adam_mini import AdamMiniCallback  # noqa: E402
+from lightning_adam_mini.sharded import local_tensor  # noqa: E402
+from tests.lightning.lit_gpt import LitGPT, trainer  # noqa: E402
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of optimizer state this rank holds (local shards of DTensors)."""
+    return sum(
+        local_tensor(v).numel() * local_tensor(v).element_size()
+        for s in opt.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor)
+    )
+
+
+class SignalAfterCheckpoint(Callback):
+    """Prints a marker once the checkpoint of step ``step`` is on disk, then keeps training slowly
+    so that the test can kill the process mid-run."""
+
+    def __init__(self, step: int, ckpt: ModelCheckpoint):
+        self.step, self.ckpt = step, ckpt
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and self.ckpt.last_model_path:
+            print(f"CHECKPOINTED {self.ckpt.last_model_path}", flush=True)
+        if trainer.global_step > self.step:
+            import time
+
+            time.sleep(0.5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True, choices=["ddp", "fsdp2", "single"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--arch", default="llama")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8, help="per rank")
+    ap.add_argument("--ckpt-dir", default=None, help="save a checkpoint every step here")
+    ap.add_argument("--resume", default=None, help="ckpt_path for fit ('last' or a path)")
+    ap.add_argument("--signal-at", type=int, default=None)
+    ap.add_argument("--tag", default="run")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    module = LitGPT(arch=args.arch, batch_size=args.batch, fsdp=args.run == "fsdp2", weight_decay=0.1)
+    callbacks: list[Callback] = [AdamMiniCallback(show=False)]
+    kwargs = {}
+    if args.ckpt_dir:
+        ckpt = ModelCheckpoint(dirpath=args.ckpt_dir, every_n_train_steps=1, save_last=True, save_top_k=0)
+        callbacks.append(ckpt)
+        kwargs["enable_checkpointing"] = True
+        if args.signal_at is not None:
+            callbacks.append(SignalAfterCheckpoint(args.signal_at, ckpt))
+    if args.run == "ddp":
+        kwargs.update(devices=2, strategy=DDPStrategy(process_group_backend="gloo"))
+    elif args.run == "fsdp2":
+        kwargs.update(devices=2, strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
+    t = trainer(max_steps=args.steps, callbacks=callbacks, **kwargs)
+    t.fit(module, ckpt_path=args.resume)
+
+    opt = t.optimizers[0]
+    rank = t.global_rank
+    params = {n: full(p.detach()).clone() for n, p in module.named_parameters()}
+    (out / f"{args.tag}_plan_rank{rank}.yaml").write_text(opt.plan.to_yaml())
+    (out / f"{args.tag}_state_bytes_rank{rank}").write_text(str(state_bytes(opt)))
+    if rank == 0:
+        torch.save(params, out / f"{args.tag}_params.pt")
+    print(f"DONE rank {rank} step {t.global_step}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
