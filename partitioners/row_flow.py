@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import operator
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -231,6 +232,12 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
             continue
         tensors = out if isinstance(out, (list, tuple)) else [out]
         if any(t.numel() > MAX_LABELS for t in tensors if isinstance(t, torch.Tensor)):
+            warnings.warn(
+                f"auto_partition: the row labels at {node.name} exceed {MAX_LABELS:,} elements, so "
+                "attention heads past it are not followed (q/k may fall back to per-row blocks); "
+                "trace with smaller example inputs, e.g. batch 1 and 16 tokens",
+                stacklevel=2,
+            )
             continue
         flow.labels[node] = out
         for user in node.users:
