@@ -52,22 +52,11 @@ class SignalAfterCheckpoint(Callback):
             time.sleep(0.5)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--run", required=True, choices=["ddp", "fsdp2", "single"])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--arch", default="llama")
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=8, help="per rank")
-    ap.add_argument("--ckpt-dir", default=None, help="save a checkpoint every step here")
-    ap.add_argument("--resume", default=None, help="ckpt_path for fit ('last' or a path)")
-    ap.add_argument("--signal-at", type=int, default=None)
-    ap.add_argument("--tag", default="run")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    module = LitGPT(arch=args.arch, batch_size=args.batch, fsdp=args.run == "fsdp2", weight_decay=0.1)
+def fit(args: argparse.Namespace, arch: str, steps: int, tag: str, out: Path, resume: str | None = None,
+        save: Path | None = None) -> None:
+    """One training run; writes ``{tag}_params.pt`` (rank 0), ``{tag}_plan_rank{r}.yaml`` and
+    ``{tag}_state_bytes_rank{r}``; saves a checkpoint to ``save`` at the end if given."""
+    module = LitGPT(arch=arch, batch_size=args.batch, n=args.n, fsdp=args.run == "fsdp2", weight_decay=0.1)
     callbacks: list[Callback] = [AdamMiniCallback(show=False)]
     kwargs = {}
     if args.ckpt_dir:
@@ -80,17 +69,47 @@ def main() -> None:
         kwargs.update(devices=2, strategy=DDPStrategy(process_group_backend="gloo"))
     elif args.run == "fsdp2":
         kwargs.update(devices=2, strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
-    t = trainer(max_steps=args.steps, callbacks=callbacks, **kwargs)
-    t.fit(module, ckpt_path=args.resume)
+    t = trainer(max_steps=steps, callbacks=callbacks, **kwargs)
+    t.fit(module, ckpt_path=resume)
+    if save is not None:
+        t.save_checkpoint(save)
 
     opt = t.optimizers[0]
     rank = t.global_rank
     params = {n: full(p.detach()).clone() for n, p in module.named_parameters()}
-    (out / f"{args.tag}_plan_rank{rank}.yaml").write_text(opt.plan.to_yaml())
-    (out / f"{args.tag}_state_bytes_rank{rank}").write_text(str(state_bytes(opt)))
+    (out / f"{tag}_plan_rank{rank}.yaml").write_text(opt.plan.to_yaml())
+    (out / f"{tag}_state_bytes_rank{rank}").write_text(str(state_bytes(opt)))
     if rank == 0:
-        torch.save(params, out / f"{args.tag}_params.pt")
-    print(f"DONE rank {rank} step {t.global_step}", flush=True)
+        torch.save(params, out / f"{tag}_params.pt")
+    print(f"DONE {tag} rank {rank} step {t.global_step}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True, choices=["ddp", "fsdp2", "single"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--arch", default="llama", help="comma-separated: one run each")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8, help="per rank")
+    ap.add_argument("--n", type=int, default=64, help="samples; n = global batch makes every step an epoch "
+                    "(exact resume: Lightning can't resume a plain DataLoader mid-epoch)")
+    ap.add_argument("--ckpt-dir", default=None, help="save a checkpoint every step here")
+    ap.add_argument("--resume", default=None, help="ckpt_path for fit ('last' or a path)")
+    ap.add_argument("--signal-at", type=int, default=None)
+    ap.add_argument("--resume-at", type=int, default=None,
+                    help="also train to this step, save, and resume from there to --steps")
+    ap.add_argument("--tag", default="run")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    archs = args.arch.split(",")
+    for arch in archs:
+        tag = args.tag if len(archs) == 1 else f"{args.tag}_{arch}"
+        fit(args, arch, args.steps, tag, out, resume=args.resume)
+        if args.resume_at is not None:
+            saved = out / f"{tag}_step{args.resume_at}.ckpt"
+            fit(args, arch, args.resume_at, f"{tag}_half", out, save=saved)
+            fit(args, arch, args.steps, f"{tag}_resumed", out, resume=str(saved))
 
 
 if __name__ == "__main__":
