@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -37,19 +38,16 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 
 
 class SignalAfterCheckpoint(Callback):
-    """Prints a marker once the checkpoint of step ``step`` is on disk, then keeps training slowly
-    so that the test can kill the process mid-run."""
+    """Once step ``step`` is done (and its checkpoint written: Lightning runs ModelCheckpoint
+    last in each hook), prints a marker at the start of the next step and waits to be killed."""
 
-    def __init__(self, step: int, ckpt: ModelCheckpoint):
-        self.step, self.ckpt = step, ckpt
+    def __init__(self, step: int):
+        self.step = step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step and self.ckpt.last_model_path:
-            print(f"CHECKPOINTED {self.ckpt.last_model_path}", flush=True)
-        if trainer.global_step > self.step:
-            import time
-
-            time.sleep(0.5)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            print(f"CHECKPOINTED {self.step}", flush=True)
+            time.sleep(120)
 
 
 def fit(args: argparse.Namespace, arch: str, steps: int, tag: str, out: Path, resume: str | None = None,
@@ -64,7 +62,7 @@ def fit(args: argparse.Namespace, arch: str, steps: int, tag: str, out: Path, re
         callbacks.append(ckpt)
         kwargs["enable_checkpointing"] = True
         if args.signal_at is not None:
-            callbacks.append(SignalAfterCheckpoint(args.signal_at, ckpt))
+            callbacks.append(SignalAfterCheckpoint(args.signal_at))
     if args.run == "ddp":
         kwargs.update(devices=2, strategy=DDPStrategy(process_group_backend="gloo"))
     elif args.run == "fsdp2":
