@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .plot import plot_loss_curves
 
@@ -37,23 +37,47 @@ COLUMNS = (
 
 
 def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every run's metrics under ``root``, labelled by the overrides that vary between runs."""
+    """Every run's metrics under ``root``, labelled by the settings that vary between runs."""
     root = Path(root)
-    runs = [json.loads(p.read_text()) for p in sorted(root.rglob("metrics.json"))]
-    if not runs:
+    files = sorted(root.rglob("metrics.json"))
+    if not files:
         raise FileNotFoundError(f"no metrics.json under {root}: point lam-compare at a lam-train run or sweep dir")
-    settings = [_setting(r) for r in runs]
-    varying = sorted({k for s in settings for k in s if len({t.get(k) for t in settings}) > 1})
+    runs = [json.loads(p.read_text()) for p in files]
+    overridden = sorted({k for r in runs for k in _overrides(r)})
+    settings = [{k: _value(r, f.parent, k) for k in overridden} for r, f in zip(runs, files)]
+    varying = [k for k in overridden if len({s[k] for s in settings}) > 1]
     for run, setting in zip(runs, settings):
         if varying:
-            run["label"] = " ".join(f"{k}={setting.get(k)}" for k in varying)
+            run["label"] = " ".join(f"{k}={setting[k]}" for k in varying)
     return runs
 
 
-def _setting(run: dict[str, Any]) -> dict[str, str]:
-    """The run's overrides (key -> value) without the seed."""
+def _overrides(run: dict[str, Any]) -> dict[str, str]:
+    """The run's command-line overrides (key -> value) without the seed."""
     pairs = (o.split("=", 1) for o in run.get("overrides", []) if "=" in o)
     return {k.lstrip("+~"): v for k, v in pairs if k.lstrip("+~") != "seed"}
+
+
+def _value(run: dict[str, Any], run_dir: Path, key: str) -> str:
+    """``key``'s value in this run: its override, else its config group choice, else the value in
+    the run's saved config (``.hydra/config.yaml``), so runs of different sweeps compare."""
+    given = _overrides(run)
+    if key in given:
+        return _normal(given[key])
+    if key in run.get("choices", {}):
+        return str(run["choices"][key])
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        return _normal(str(OmegaConf.select(OmegaConf.load(saved), key, default=None)))
+    return "?"
+
+
+def _normal(text: str) -> str:
+    """'3e-3' and '0.003' are the same value."""
+    try:
+        return repr(float(text)) if any(c in text for c in ".eE") else text
+    except ValueError:
+        return text
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -26,7 +26,7 @@ def auto_plan(model: nn.Module, example_inputs: tuple[Any, ...]) -> PartitionPla
 
 
 def _model_width_heads(model: nn.Module) -> tuple[int, int]:
-    cfg = getattr(model, "cfg", None)
+    cfg = next((m.cfg for m in model.modules() if hasattr(m, "cfg")), None)
     dim = getattr(cfg, "n_embd", None) or getattr(cfg, "dim", None)
     heads = getattr(cfg, "n_head", None) or getattr(cfg, "n_heads", None)
     return (dim, heads) if dim and heads else (2048, 32)  # the official package's defaults
@@ -57,17 +57,9 @@ def uses_plan(optimizer_factory: Callable[..., Optimizer]) -> bool:
     return isinstance(target, type) and issubclass(target, AdamMini)
 
 
-def build_optimizer(
-    optimizer_factory: Callable[..., Optimizer],
-    model: nn.Module,
-    example_input: Tensor,
-    plan_factory: PlanFactory | None = None,
-) -> Optimizer:
-    """AdamMini over ``model`` with the factory's plan; any other optimizer over param groups
-    that decay only >= 2-D parameters (what AdamMini does), so the baselines compare like for like."""
-    if uses_plan(optimizer_factory):
-        factory = plan_factory or auto_plan
-        return optimizer_factory(model, partition=factory(model, (example_input,)))
+def baseline_optimizer(optimizer_factory: Callable[..., Optimizer], model: nn.Module) -> Optimizer:
+    """A baseline (e.g. AdamW) over param groups that decay only >= 2-D parameters, as AdamMini
+    does, so that the comparison is like for like."""
     params = [p for p in model.parameters() if p.requires_grad]
     return optimizer_factory(
         [
@@ -75,3 +67,15 @@ def build_optimizer(
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
     )
+
+
+def build_optimizer(
+    optimizer_factory: Callable[..., Optimizer],
+    model: nn.Module,
+    example_input: Tensor,
+    plan_factory: PlanFactory | None = None,
+) -> Optimizer:
+    """Outside Lightning: AdamMini over ``model`` with the factory's plan, or the baseline."""
+    if uses_plan(optimizer_factory):
+        return optimizer_factory(model, partition=(plan_factory or auto_plan)(model, (example_input,)))
+    return baseline_optimizer(optimizer_factory, model)

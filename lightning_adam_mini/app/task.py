@@ -2,11 +2,11 @@
 
 The network maps ``x`` to logits whose last axis is the classes (``(B, T, V)`` for a language
 model, ``(B, C)`` for a classifier); the loss is cross-entropy against ``y`` of the matching shape.
+AdamMini is built with :func:`lightning_adam_mini.adam_mini_optimizers`; baselines directly.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Callable
 
@@ -16,9 +16,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from .plans import PlanFactory, build_optimizer
+from partitioners import PartitionPlan
 
-log = logging.getLogger(__name__)
+from ..lightning import adam_mini_optimizers
+from .plans import PlanFactory, auto_plan, baseline_optimizer, uses_plan
 
 
 def warmup_cosine(
@@ -60,9 +61,24 @@ class CrossEntropyTask(L.LightningModule):
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
-        self.plan_factory = partition
+        self.plan_factory = partition or auto_plan
         self.scheduler_factory = scheduler
         self.example_input = example_input
+        self._net_plan: PartitionPlan | None = None
+
+    @property
+    def uses_plan(self) -> bool:
+        return uses_plan(self.optimizer_factory)
+
+    def net_plan(self) -> PartitionPlan:
+        """The partition of ``net`` (names as in ``net.named_parameters()``), made once."""
+        if self._net_plan is None:
+            self._net_plan = self.plan_factory(self.net, (self.example_input,))
+        return self._net_plan
+
+    def module_plan(self) -> PartitionPlan:
+        """The same plan, named as this LightningModule's parameters (``net.`` prefix)."""
+        return PartitionPlan((f"net.{name}", entry) for name, entry in self.net_plan().items())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -81,10 +97,11 @@ class CrossEntropyTask(L.LightningModule):
         self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.optimizer_factory, self.net, self.example_input, self.plan_factory)
-        plan = getattr(optimizer, "plan", None)
-        if plan is not None and self.trainer.is_global_zero:
-            log.info("Adam-mini partition plan:\n%s", plan)
+        if self.uses_plan:
+            return adam_mini_optimizers(
+                self, optimizer=self.optimizer_factory, partition=self.module_plan(), scheduler=self.scheduler_factory
+            )
+        optimizer = baseline_optimizer(self.optimizer_factory, self.net)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

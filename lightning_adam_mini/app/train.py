@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..lightning import AdamMiniCallback
 from .plot import plot_loss_curves
 from .run_summary import RunSummary
 from .schema import register_configs
@@ -58,6 +59,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     callbacks = _instantiate_all(cfg.get("callbacks"))
+    if task.uses_plan:  # shows the plan table, logs per-role step sizes, keeps the plan in checkpoints
+        callbacks.append(AdamMiniCallback(partition=task.module_plan()))
     summary_cb = next((c for c in callbacks if isinstance(c, RunSummary)), None)
     if summary_cb is None:
         summary_cb = RunSummary()
@@ -78,14 +81,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run_dir=str(run_dir),
     )
     if trainer.is_global_zero:
-        _write_outputs(cfg, trainer, summary, run_dir)
+        _write_outputs(cfg, trainer, task, summary, run_dir)
     return summary
 
 
-def _write_outputs(cfg: DictConfig, trainer: L.Trainer, summary: dict[str, Any], run_dir: Path) -> None:
-    plan = getattr(trainer.optimizers[0], "plan", None)
-    if plan is not None:
-        (run_dir / "partition_plan.yaml").write_text(plan.to_yaml())
+def _write_outputs(cfg: DictConfig, trainer: L.Trainer, task: CrossEntropyTask, summary: dict[str, Any], run_dir: Path) -> None:
+    if task.uses_plan:  # the model's plan (names of model.named_parameters()), to pin or inspect
+        (run_dir / "partition_plan.yaml").write_text(task.net_plan().to_yaml())
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     if cfg.plot:
         png = plot_loss_curves([summary], run_dir / "loss_curve.png", title=f"{summary['label']}, seed {cfg.seed}")
