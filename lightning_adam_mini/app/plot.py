@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
@@ -17,31 +18,38 @@ def smooth(values: Sequence[float], beta: float = 0.9) -> list[float]:
     return out
 
 
-def plot_loss_curves(runs: Sequence[dict], path: str | Path, title: str = "") -> Path:
-    """Save a PNG: smoothed train loss (thin) and val loss (markers) of each run.
-
-    ``runs``: dicts with ``label``, ``train_curve`` and ``val_curve`` (lists of (step, loss));
-    runs sharing a label share a colour (e.g. the seeds of one setting).
-    """
-    fig = Figure(figsize=(8, 5), dpi=110)
-    ax = fig.add_subplot()
+def _draw(ax: Axes, runs: Sequence[dict], from_step: int = 0) -> None:
     colours: dict[str, str] = {}
     for run in runs:
         label = run["label"]
         first = label not in colours
         colour = colours.setdefault(label, f"C{len(colours) % 10}")
-        if run["train_curve"]:
-            steps, losses = zip(*run["train_curve"])
-            ax.plot(steps, smooth(losses), color=colour, lw=0.8, alpha=0.45,
-                    label=f"{label} (train, smoothed)" if first else None)
-        if run["val_curve"]:
-            steps, losses = zip(*run["val_curve"])
-            ax.plot(steps, losses, "o-", color=colour, lw=1.5, ms=3, label=f"{label} (val)" if first else None)
+        train = [(s, v) for s, v in zip((s for s, _ in run["train_curve"]), smooth([v for _, v in run["train_curve"]])) if s >= from_step]
+        val = [(s, v) for s, v in run["val_curve"] if s >= from_step]
+        if train:
+            ax.plot(*zip(*train), color=colour, lw=0.8, alpha=0.45, label=f"{label} (train, smoothed)" if first else None)
+        if val:
+            ax.plot(*zip(*val), "o-", color=colour, lw=1.5, ms=3, label=f"{label} (val)" if first else None)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+
+
+def plot_loss_curves(runs: Sequence[dict], path: str | Path, title: str = "") -> Path:
+    """Save a PNG: smoothed train loss (thin) and val loss (markers) of each run; left the whole
+    run, right its second half (where the settings differ).
+
+    ``runs``: dicts with ``label``, ``train_curve`` and ``val_curve`` (lists of (step, loss));
+    runs sharing a label share a colour (e.g. the seeds of one setting).
+    """
+    fig = Figure(figsize=(12, 5), dpi=100)
+    whole, late = fig.subplots(1, 2)
+    last = max((s for r in runs for s, _ in r["train_curve"] + r["val_curve"]), default=0)
+    _draw(whole, runs)
+    _draw(late, runs, from_step=last // 2)
+    whole.set_ylabel("cross-entropy loss")
+    whole.set_title(title)
+    late.set_title(f"steps >= {last // 2}")
+    whole.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
