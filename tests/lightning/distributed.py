@@ -19,8 +19,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(args: list[str], world: int = 2, timeout: float = 120) -> list[str]:
-    """Start ``world`` ranks of the training script; return each rank's output; raise on failure."""
+def run_ranks(args: list[str], world: int = 2, timeout: float = 120, script: Path = SCRIPT) -> list[str]:
+    """Start ``world`` ranks of ``script`` (default: the training script); return each rank's
+    output; raise on failure."""
     port = free_port()
     procs = []
     for rank in range(world):
@@ -37,7 +38,7 @@ def run_ranks(args: list[str], world: int = 2, timeout: float = 120) -> list[str
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(SCRIPT), *args],
+                [sys.executable, str(script), *args],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
