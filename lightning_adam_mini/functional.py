@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .blocks import BlockReduction
+from .sharded import block_mean_squares
 
 
 def adam_mini(
@@ -91,7 +92,7 @@ def _bucket_update(
         grads_m = grads
     torch._foreach_lerp_(exp_avgs, grads_m, 1 - beta1)
 
-    mean_sq = [r.mean_square(g) for r, g in zip(reductions, grads)]
+    mean_sq = block_mean_squares(reductions, grads)  # FSDP2 shards: one all_reduce for all
     torch._foreach_lerp_(exp_avg_sqs, mean_sq, 1 - beta2)
     del mean_sq
 

@@ -24,6 +24,7 @@ Plain tensors never reach this code's collectives: a single process needs no pro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -74,8 +75,9 @@ class ShardedBlockReduction:
     def is_elementwise(self) -> bool:
         return False
 
-    def mean_square(self, grad: Tensor) -> Tensor:
-        """Per-block mean of ``grad**2`` over all ranks' rows (full ``v_shape``, same on every rank)."""
+    def local_sums(self, grad: Tensor) -> Tensor:
+        """This rank's part of the per-row sums of ``grad**2``, in the global per-row shape
+        (zeros for the other ranks' rows); summing it over ranks gives the full per-row sums."""
         base = self.base
         dtype = v_dtype(grad.dtype)
         rows_shape = tuple(1 if d in base.reduce_dims else s for d, s in enumerate(self.global_shape))
@@ -88,8 +90,17 @@ class ShardedBlockReduction:
                 part = grad.to(dtype).square()
             target = sums if 0 in base.reduce_dims else sums.narrow(0, self.offset, self.length)
             target.add_(part)
+        return sums
+
+    def from_sums(self, sums: Tensor) -> Tensor:
+        """Per-block means (full ``v_shape``) from the all-rank per-row sums."""
+        return self.base.group_rows(sums.div_(self.base.row_numel))
+
+    def mean_square(self, grad: Tensor) -> Tensor:
+        """Per-block mean of ``grad**2`` over all ranks' rows (full ``v_shape``, same on every rank)."""
+        sums = self.local_sums(grad)
         dist.all_reduce(sums, group=self.group)
-        return base.group_rows(sums.div_(base.row_numel))
+        return self.from_sums(sums)
 
     def expand(self, x: Tensor) -> Tensor:
         """Broadcast the full ``v``-shaped ``x`` over this rank's rows of the parameter."""
@@ -97,6 +108,25 @@ class ShardedBlockReduction:
         if 0 in self.base.reduce_dims:
             return full
         return full.narrow(0, self.offset, self.length)
+
+
+def block_mean_squares(reductions: Sequence[BlockReduction | ShardedBlockReduction], grads: list[Tensor]) -> list[Tensor]:
+    """``[r.mean_square(g) ...]``, with the cross-rank sums of all sharded parameters done in one
+    ``all_reduce`` per process group (and dtype) instead of one per parameter."""
+    out: list[Tensor | None] = [None] * len(grads)
+    pending: dict[tuple[Any, torch.dtype], list[tuple[int, Tensor]]] = {}
+    for i, (red, g) in enumerate(zip(reductions, grads)):
+        if isinstance(red, ShardedBlockReduction):
+            sums = red.local_sums(g)
+            pending.setdefault((red.group, sums.dtype), []).append((i, sums))
+        else:
+            out[i] = red.mean_square(g)
+    for (group, _), items in pending.items():
+        flat = torch.cat([sums.flatten() for _, sums in items])
+        dist.all_reduce(flat, group=group)
+        for (i, sums), part in zip(items, flat.split([sums.numel() for _, sums in items])):
+            out[i] = reductions[i].from_sums(part.view_as(sums))  # type: ignore[union-attr]
+    return out  # type: ignore[return-value]
 
 
 def build_reduction(layout: BlockLayout, p: Tensor) -> BlockReduction | ShardedBlockReduction:

@@ -16,7 +16,7 @@ from torch.optim import Optimizer
 from partitioners import PartitionPlan
 
 from ..optimizer import AdamMini
-from .plan_sync import example_input_of, plan_for_module
+from .plan_sync import check_strategy, example_input_of, plan_for_module
 
 
 def _callback_of(module: pl.LightningModule):
@@ -69,6 +69,8 @@ def adam_mini_optimizers(
         )
     if interval not in ("step", "epoch"):
         raise ValueError(f"adam_mini_optimizers: interval must be 'step' or 'epoch', got {interval!r}")
+    if module._trainer is not None:
+        check_strategy(module._trainer.strategy)
     params = [p for p in module.parameters() if p.requires_grad]
     if optimizer is not None:
         opt = optimizer(params)

@@ -35,6 +35,18 @@ def has_sharded_params(module: pl.LightningModule) -> bool:
     return any(is_sharded(p) for p in module.parameters())
 
 
+def check_strategy(strategy: Any) -> None:
+    """Refuse strategies that flatten parameters (their blocks no longer exist as tensors)."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    if isinstance(strategy, (FSDPStrategy, DeepSpeedStrategy)):
+        raise RuntimeError(
+            f"AdamMini does not support {type(strategy).__name__}: it flattens parameters into "
+            "shards that cut through Adam-mini's blocks. Use ModelParallelStrategy and apply "
+            "torch.distributed.fsdp.fully_shard in configure_model (FSDP2), or DDP"
+        )
+
+
 def plan_for_module(module: pl.LightningModule, example: Any, strategy: Any = None) -> PartitionPlan:
     """``auto_partition(module, example)`` on global rank 0, broadcast to all ranks.
 
@@ -50,6 +62,7 @@ def plan_for_module(module: pl.LightningModule, example: Any, strategy: Any = No
         )
     if strategy is None and module._trainer is not None:
         strategy = module._trainer.strategy
+    check_strategy(strategy)
     payload: Any = None
     if strategy is None or strategy.global_rank == 0:
         try:

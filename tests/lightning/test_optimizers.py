@@ -84,3 +84,12 @@ def test_helper_defers_to_the_callback_when_there_is_no_example_input():
     t.fit(module)
     assert t.optimizers[0].plan == cb.plan == auto_partition(LitGPT(), (example_tokens(),))
     assert len(Tokens()) == 64
+
+
+def test_flattening_strategies_are_refused_with_advice():
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from lightning_adam_mini.lightning.plan_sync import check_strategy
+
+    with pytest.raises(RuntimeError, match="ModelParallelStrategy and apply torch.distributed.fsdp.fully_shard"):
+        check_strategy(FSDPStrategy())
