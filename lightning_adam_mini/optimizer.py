@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from partitioners import PartitionPlan, PlanMismatchError, auto_partition
+from partitioners import PartitionPlan, PlanMismatchError, auto_partition, load_plan
 
 from .binding import name_param_groups
 from .blocks import BlockReduction, v_dtype
@@ -41,13 +41,6 @@ def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> N
     for i, b in enumerate(betas):
         if not isinstance(b, (int, float)) or not math.isfinite(b) or not 0.0 <= b < 1.0:
             raise ValueError(f"AdamMini: betas[{i}] must be in [0, 1), got {b!r}")
-
-
-def _load_plan(partition: PartitionPlan | str | os.PathLike) -> PartitionPlan:
-    if isinstance(partition, PartitionPlan):
-        return partition
-    with open(partition) as f:
-        return PartitionPlan.from_yaml(f.read())
 
 
 class AdamMini(Optimizer):
@@ -116,7 +109,7 @@ class AdamMini(Optimizer):
         if isinstance(params, nn.Module):
             named = [(n, p) for n, p in params.named_parameters() if p.requires_grad]
             if partition is not None:
-                plan = _load_plan(partition)
+                plan = load_plan(partition)
             else:
                 plan = auto_partition(params, example_inputs, example_kwargs)
             return [{"params": named}], named, plan
@@ -145,7 +138,7 @@ class AdamMini(Optimizer):
                 "AdamMini: with named parameters (not the model) pass partition= (a PartitionPlan, "
                 "e.g. partitioners.auto_partition(model, example_inputs), or a YAML path)"
             )
-        return groups, named, _load_plan(partition)
+        return groups, named, load_plan(partition)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         for key in ("lr", "betas", "eps", "weight_decay"):
@@ -182,7 +175,7 @@ class AdamMini(Optimizer):
         named = name_param_groups(self.param_groups, module)
         partition = partition if partition is not None else self._pending_partition
         if partition is not None:
-            plan = _load_plan(partition)
+            plan = load_plan(partition)
         else:
             plan = auto_partition(module, example_inputs, example_kwargs)
         plan.check_params(named, allow_extra=True)

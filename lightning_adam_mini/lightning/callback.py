@@ -8,9 +8,9 @@ from typing import Any, Callable
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from partitioners import PartitionPlan, PlanMismatchError
+from partitioners import PartitionPlan, PlanMismatchError, load_plan
 
-from ..optimizer import AdamMini, _load_plan
+from ..optimizer import AdamMini
 from ..stats import step_size_stats
 from .plan_sync import example_input_of, first_input_of, plan_for_module
 from .table import show_plan
@@ -60,7 +60,7 @@ class AdamMiniCallback(Callback):
         if stage != "fit" or self.plan is not None:
             return
         if self.partition is not None:
-            self.plan = _load_plan(self.partition)
+            self.plan = load_plan(self.partition)
             return
         example = self.example_input if self.example_input is not None else example_input_of(pl_module)
         if example is not None:
