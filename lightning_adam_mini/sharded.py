@@ -110,7 +110,9 @@ class ShardedBlockReduction:
         return full.narrow(0, self.offset, self.length)
 
 
-def block_mean_squares(reductions: Sequence[BlockReduction | ShardedBlockReduction], grads: list[Tensor]) -> list[Tensor]:
+def block_mean_squares(
+    reductions: Sequence[BlockReduction | ShardedBlockReduction], grads: list[Tensor]
+) -> list[Tensor]:
     """``[r.mean_square(g) ...]``, with the cross-rank sums of all sharded parameters done in one
     ``all_reduce`` per process group (and dtype) instead of one per parameter."""
     out: list[Tensor | None] = [None] * len(grads)

@@ -50,8 +50,8 @@ def check_strategy(strategy: Any) -> None:
 def plan_for_module(module: pl.LightningModule, example: Any, strategy: Any = None) -> PartitionPlan:
     """``auto_partition(module, example)`` on global rank 0, broadcast to all ranks.
 
-    ``strategy`` defaults to the module's trainer's (none outside a Trainer). A failure on rank 0 is raised on every rank
-    (no rank is left waiting in the broadcast).
+    ``strategy`` defaults to the module's trainer's (none outside a Trainer). A failure on rank 0
+    is raised on every rank (no rank is left waiting in the broadcast).
     """
     if has_sharded_params(module):
         raise RuntimeError(

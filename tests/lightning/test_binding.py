@@ -69,7 +69,8 @@ def test_state_dict_plan_survives_without_the_top_level_key():
     fresh = AdamMini(module, example_inputs=(example_tokens(),))
     fresh.load_state_dict(dcp_like)
     assert all("partition_plan" not in g for g in fresh.param_groups)
-    assert torch.equal(fresh.state[module.model.lm_head.weight]["exp_avg"], opt.state[module.model.lm_head.weight]["exp_avg"])
+    head = module.model.lm_head.weight
+    assert torch.equal(fresh.state[head]["exp_avg"], opt.state[head]["exp_avg"])
 
     other = opt.plan.replace("model.layers.0.self_attn.q_proj.weight", layout=opt.plan["model.lm_head.weight"].layout)
     mismatched = AdamMini(module.named_parameters(), partition=other)

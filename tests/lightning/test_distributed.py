@@ -4,7 +4,6 @@ same global batch."""
 from __future__ import annotations
 
 import functools
-
 from pathlib import Path
 
 import pytest
