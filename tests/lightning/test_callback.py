@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lightning_adam_mini import AdamMini, AdamMiniCallback, auto_partition
+from lightning_adam_mini.lightning import table
 from lightning_adam_mini.lightning.callback import CHECKPOINT_KEY
 from lightning_adam_mini.stats import role_fractions
 from partitioners import BlockLayout, PlanMismatchError
@@ -28,9 +29,12 @@ def test_rich_table_at_fit_start(capsys):
     assert out.count("Adam-mini partition") == 1
 
 
-def test_plain_text_table_without_rich(caplog):
+@pytest.mark.parametrize("why", ["rich=False", "rich not installed"])
+def test_plain_text_table_without_rich(caplog, monkeypatch, why):
+    if why == "rich not installed":
+        monkeypatch.setattr(table, "_RICH_AVAILABLE", False)
     with caplog.at_level(logging.INFO):
-        trainer(max_steps=1, callbacks=[AdamMiniCallback(rich=False)]).fit(LitGPT())
+        trainer(max_steps=1, callbacks=[AdamMiniCallback(rich=why != "rich=False")]).fit(LitGPT())
     text = caplog.text
     assert "Adam-mini partition" in text and "┃" not in text
     assert str(expected_plan()) in text

@@ -38,7 +38,8 @@ def read_plans(out: Path, tag: str, world: int = 2) -> list[PartitionPlan]:
 def test_ddp_matches_one_process_with_the_global_batch(tmp_path):
     steps = 4
     run_ranks(["--run", "ddp", "--out", str(tmp_path), "--steps", str(steps), "--batch", "8"])
-    ddp = torch.load(tmp_path / "run_params.pt")
+    ddp = torch.load(tmp_path / "run_params_rank0.pt")
+    assert max_diff(torch.load(tmp_path / "run_params_rank1.pt"), ddp) == 0.0  # replicas identical
     ref, _ = single_process("llama", steps, batch=16)
     assert max_diff(ddp, ref) <= 1e-6
     # DDP keeps replicas identical: every rank's plan is the one traced once on rank 0

@@ -77,6 +77,7 @@ def fit(args: argparse.Namespace, arch: str, steps: int, tag: str, out: Path, re
     params = {n: full(p.detach()).clone() for n, p in module.named_parameters()}
     (out / f"{tag}_plan_rank{rank}.yaml").write_text(opt.plan.to_yaml())
     (out / f"{tag}_state_bytes_rank{rank}").write_text(str(state_bytes(opt)))
+    torch.save(params, out / f"{tag}_params_rank{rank}.pt")
     if rank == 0:
         torch.save(params, out / f"{tag}_params.pt")
     print(f"DONE {tag} rank {rank} step {t.global_step}", flush=True)
