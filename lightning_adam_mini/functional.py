@@ -34,7 +34,7 @@ def adam_mini(
     eps: float,
     weight_decay: float,
 ) -> None:
-    r"""One Adam-mini step, in place, for tensors sharing device and dtypes.
+    r"""One Adam-mini step, in place (foreach ops per device and dtype).
 
     .. math::
         p &\leftarrow p\,(1-\eta\lambda) \quad (\text{decayed params only}) \\
@@ -46,69 +46,42 @@ def adam_mini(
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, steps], with_indices=True  # type: ignore[list-item]
     )
-    for (b_params, b_grads, b_exp_avgs, b_exp_avg_sqs, b_steps), indices in grouped.values():
-        _bucket_update(
-            b_params,  # type: ignore[arg-type]
-            b_grads,  # type: ignore[arg-type]
-            b_exp_avgs,  # type: ignore[arg-type]
-            b_exp_avg_sqs,  # type: ignore[arg-type]
-            b_steps,  # type: ignore[arg-type]
-            [reductions[i] for i in indices],
-            [decayed[i] for i in indices],
-            lr=lr,
-            beta1=beta1,
-            beta2=beta2,
-            eps=eps,
-            weight_decay=weight_decay,
+    for lists, indices in grouped.values():
+        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = (
+            lists  # type: ignore[assignment]
         )
+        device_reductions = [reductions[i] for i in indices]
+        device_decayed = [decayed[i] for i in indices]
+        torch._foreach_add_(device_steps, 1)
 
+        if weight_decay != 0:
+            to_decay = [p for p, d in zip(device_params, device_decayed) if d]
+            if to_decay:
+                torch._foreach_mul_(to_decay, 1 - lr * weight_decay)
 
-def _bucket_update(
-    params: list[Tensor],
-    grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    steps: list[Tensor],
-    reductions: Sequence[BlockReduction],
-    decayed: Sequence[bool],
-    *,
-    lr: float | Tensor,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-) -> None:
-    """`adam_mini` for tensors on one device with one dtype."""
-    torch._foreach_add_(steps, 1)
+        if device_exp_avgs[0].dtype != device_grads[0].dtype:
+            grads_m = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
+        else:
+            grads_m = device_grads
+        torch._foreach_lerp_(device_exp_avgs, grads_m, 1 - beta1)
 
-    if weight_decay != 0:
-        to_decay = [p for p, d in zip(params, decayed) if d]
-        if to_decay:
-            torch._foreach_mul_(to_decay, 1 - lr * weight_decay)
+        mean_sq = block_mean_squares(device_reductions, device_grads)  # FSDP2 shards: one all_reduce for all
+        torch._foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
+        del mean_sq
 
-    if exp_avgs[0].dtype != grads[0].dtype:
-        grads_m = [g.to(m.dtype) for g, m in zip(grads, exp_avgs)]
-    else:
-        grads_m = grads
-    torch._foreach_lerp_(exp_avgs, grads_m, 1 - beta1)
+        # 1 - beta^t as -expm1(t * log(beta)): exact in fp32 where 1 - beta**t would cancel.
+        bc1 = _one_minus_power(beta1, device_steps)
+        bc2_sqrt = _one_minus_power(beta2, device_steps)
+        torch._foreach_sqrt_(bc2_sqrt)
 
-    mean_sq = block_mean_squares(reductions, grads)  # FSDP2 shards: one all_reduce for all
-    torch._foreach_lerp_(exp_avg_sqs, mean_sq, 1 - beta2)
-    del mean_sq
-
-    # 1 - beta^t as -expm1(t * log(beta)): exact in fp32 where 1 - beta**t would cancel.
-    bc1 = _one_minus_power(beta1, steps)
-    bc2_sqrt = _one_minus_power(beta2, steps)
-    torch._foreach_sqrt_(bc2_sqrt)
-
-    # denom = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr, on the small v tensors, then broadcast.
-    denom = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denom, bc2_sqrt)
-    torch._foreach_add_(denom, eps)
-    torch._foreach_mul_(denom, bc1)
-    torch._foreach_div_(denom, lr)
-    denom = [r.expand(d) for r, d in zip(reductions, denom)]
-    torch._foreach_addcdiv_(params, exp_avgs, denom, value=-1.0)
+        # denom = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr, on the small v tensors, then broadcast.
+        denom = torch._foreach_sqrt(device_exp_avg_sqs)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_mul_(denom, bc1)
+        torch._foreach_div_(denom, lr)
+        denom = [r.expand(d) for r, d in zip(device_reductions, denom)]
+        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
 
 
 def _one_minus_power(beta: float, steps: list[Tensor]) -> list[Tensor]:
