@@ -76,8 +76,7 @@ class AdamMiniCallback(Callback):
         plan = self.plan or self._saved_plan
         if plan is None:
             return  # traced on the first batch
-        for opt in adam_minis:
-            opt.bind(pl_module, partition=plan)
+        self._bind(trainer, pl_module, plan)
         if self.plan is not None:
             self._check_plan(trainer, self._saved_plan)
             self._show()
@@ -88,10 +87,22 @@ class AdamMiniCallback(Callback):
         if self.plan is not None:
             return
         self.plan = plan_for_module(pl_module, self.input_from_batch(batch), trainer.strategy)
+        self._bind(trainer, pl_module, self.plan)
         self._check_plan(trainer, self._saved_plan)
-        for opt in self._optimizers(trainer):
-            opt.bind(pl_module, partition=self.plan)
         self._show()
+
+    def _bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule, plan: PartitionPlan) -> None:
+        """Bind unbound optimizers to ``plan``; an optimizer built with its own plan keeps it, and
+        the callback reports and checkpoints that one (unless it was given another explicitly)."""
+        for opt in self._optimizers(trainer):
+            opt.bind(pl_module, partition=plan)
+            if self.plan is not None and opt.plan != self.plan:
+                if self.partition is not None:
+                    raise PlanMismatchError(
+                        "AdamMiniCallback(partition=...) differs from the plan the AdamMini optimizer "
+                        "was built with: give the partition to one of them only"
+                    )
+                self.plan = opt.plan
 
     # ---- metrics ------------------------------------------------------------------------
     def on_train_batch_end(

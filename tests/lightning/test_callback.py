@@ -100,3 +100,24 @@ def test_callback_without_an_adam_mini_says_so():
 
     with pytest.raises(RuntimeError, match="no AdamMini among the Trainer's optimizers"):
         trainer(max_steps=1, callbacks=[AdamMiniCallback()]).fit(WithAdamW())
+
+
+def test_resume_without_example_input_binds_the_saved_plan_then_checks_the_first_batch(tmp_path):
+    t = trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)])
+    t.fit(LitGPT(example=False, n=16, batch_size=16))
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    cb = AdamMiniCallback(show=False)
+    t2 = trainer(max_steps=4, callbacks=[cb])
+    t2.fit(LitGPT(example=False, n=16, batch_size=16), ckpt_path=tmp_path / "a.ckpt")
+    assert t2.global_step == 4 and cb.plan == expected_plan() == t2.optimizers[0].plan
+
+
+def test_an_optimizer_with_its_own_plan_is_what_the_callback_reports():
+    own = expected_plan().replace("model.layers.0.self_attn.v_proj.weight", layout=BlockLayout.tensor())
+    cb = AdamMiniCallback(show=False)
+    trainer(max_steps=1, callbacks=[cb]).fit(LitGPT(optimizer_kwargs={"partition": own}))
+    assert cb.plan == own
+    with pytest.raises(PlanMismatchError, match="give the partition to one of them only"):
+        trainer(max_steps=1, callbacks=[AdamMiniCallback(partition=expected_plan(), show=False)]).fit(
+            LitGPT(optimizer_kwargs={"partition": own})
+        )
