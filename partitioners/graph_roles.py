@@ -35,7 +35,13 @@ from .row_flow import (
 )
 
 #: Convolution weights: one block per output channel ("rows") or per tensor ("tensor").
-CONV_BLOCKS = "rows"
+#: "tensor" trained at least as well in benchmarks/conv_blocks.py (figures in the README).
+CONV_BLOCKS = "tensor"
+
+
+def conv_layout(out_axis: int) -> BlockLayout:
+    """The layout of a convolution weight whose output channels run along ``out_axis``."""
+    return BlockLayout.rows(out_axis) if CONV_BLOCKS == "rows" else BlockLayout.tensor()
 
 NORM_OPS = {  # op -> (weight arg index, bias arg index)
     "layer_norm": (2, 3),
@@ -287,7 +293,7 @@ def decide(
         axes = {u.axis for u in uses}
         if len(axes) != 1 or None in axes:
             return None
-        return Decision("conv", BlockLayout.rows(axes.pop()) if CONV_BLOCKS == "rows" else BlockLayout.tensor())
+        return Decision("conv", conv_layout(axes.pop()))
     if kinds != {"project"}:
         return None
     placements = {(u.axis, u.batch_axes) for u in uses}
@@ -335,5 +341,5 @@ def graph_decisions(
     return decisions, unused
 
 
-__all__ = ["CONV_BLOCKS", "Decision", "Use", "graph_decisions", "parameter_uses", "projection_layout"]
+__all__ = ["CONV_BLOCKS", "Decision", "conv_layout", "Use", "graph_decisions", "parameter_uses", "projection_layout"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .graph_roles import CONV_BLOCKS, Decision
+from .graph_roles import Decision, conv_layout
 from .layout import BlockLayout
 
 _NORMS = (
@@ -21,7 +21,7 @@ _NORMS = (
 
 
 def _conv(axis: int) -> Decision:
-    return Decision("conv", BlockLayout.rows(axis) if CONV_BLOCKS == "rows" else BlockLayout.tensor())
+    return Decision("conv", conv_layout(axis))
 
 
 def _module_decisions(module: nn.Module) -> dict[str, Decision]:

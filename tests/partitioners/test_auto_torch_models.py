@@ -57,7 +57,8 @@ def test_resnet18():
         if name == "fc.weight":
             assert (entry.role, entry.layout) == ("output", ROWS0)
         elif p.ndim == 4:
-            assert (entry.role, entry.layout) == ("conv", ROWS0), name
+            # one block per conv tensor: the default chosen by benchmarks/conv_blocks.py
+            assert (entry.role, entry.layout) == ("conv", BlockLayout.tensor()), name
         elif name.endswith("weight"):
             assert (entry.role, entry.layout) == ("norm", NORM), name
         else:

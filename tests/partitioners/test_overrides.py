@@ -25,10 +25,11 @@ def plan(model) -> PartitionPlan:
 
 def test_module_type_rule_by_class_and_by_name(model, plan):
     for module in (nn.Conv2d, "Conv2d"):
-        out = apply_overrides(plan, [{"module": module, "layout": "tensor"}], model)
+        out = apply_overrides(plan, [{"module": module, "layout": {"kind": "rows", "axis": 0}}], model)
         for name, p in model.named_parameters():
             if p.ndim == 4:
-                assert (out[name].role, out[name].layout, out[name].decided_by) == ("conv", BlockLayout.tensor(), "rule")
+                assert plan[name].layout == BlockLayout.tensor()  # the default the rule overrides
+                assert (out[name].role, out[name].layout, out[name].decided_by) == ("conv", BlockLayout.rows(0), "rule")
             else:
                 assert out[name] == plan[name]
 
