@@ -73,7 +73,11 @@ def plan_for_module(module: pl.LightningModule, example: Any, strategy: Any = No
     if strategy is not None:
         payload = strategy.broadcast(payload, src=0)
     if isinstance(payload, str):
-        raise RuntimeError(f"AdamMini: auto_partition failed on rank 0: {payload}")
+        raise RuntimeError(
+            f"AdamMini: auto_partition failed on rank 0 ({payload}). Check that the example input "
+            "(example_input_array, or AdamMiniCallback(example_input=...)) is what forward() takes, "
+            "or pass a pinned plan: partition=<PartitionPlan or YAML path>"
+        )
     return PartitionPlan.from_dict(payload)
 
 
