@@ -283,11 +283,11 @@ class AdamMini(Optimizer):
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """torch's state dict; each param group also carries its params' plan entries (in the
+        groups, not beside them, because torch.distributed.checkpoint keeps only "state" and
+        "param_groups")."""
         self._require_bound("state_dict")
         sd = super().state_dict()
-        sd["partition_plan"] = self.plan.to_dict()
-        # Each group also carries its params' entries: torch.distributed.checkpoint keeps only
-        # "state" and "param_groups" (FSDP2 checkpoints), and the plan must survive it.
         for group in sd["param_groups"]:
             group["partition_plan"] = {n: self.plan[n].to_dict() for n in group["param_names"]}
         return sd
@@ -298,14 +298,12 @@ class AdamMini(Optimizer):
         groups = [dict(g) for g in state_dict["param_groups"]]
         group_plans = [g.pop("partition_plan", None) for g in groups]
         state_dict["param_groups"] = groups
-        saved = state_dict.get("partition_plan")
-        if saved is None and group_plans and all(gp is not None for gp in group_plans):
-            saved = {n: e for gp in group_plans for n, e in gp.items()}
-        if saved is None:
+        if not group_plans or any(gp is None for gp in group_plans):
             raise PlanMismatchError(
-                "this optimizer state has no 'partition_plan': it was not saved by AdamMini"
+                "this optimizer state has no 'partition_plan' in its param groups: it was not "
+                "saved by AdamMini"
             )
-        self._check_same_plan(PartitionPlan.from_dict(saved))
+        self._check_same_plan(PartitionPlan.from_dict({n: e for gp in group_plans for n, e in gp.items()}))
         saved_state = state_dict["state"]
         super().load_state_dict(state_dict)
         # torch casts floating state to the param's dtype; restore fp32 v and the chosen m dtype.
@@ -324,17 +322,18 @@ class AdamMini(Optimizer):
                 state["step"] = old["step"].to(device=p.device, dtype=torch.float32, copy=True)
 
     def _check_same_plan(self, saved: PartitionPlan) -> None:
-        if saved == self.plan:
+        mine = {n: self.plan[n] for g in self.param_groups for n in g["param_names"]}
+        if dict(saved) == mine:
             return
-        for name in self.plan:
+        for name, entry in mine.items():
             if name not in saved:
                 raise PlanMismatchError(
                     f"checkpoint's partition plan has no parameter {name!r}: it is from another model"
                 )
-            if saved[name] != self.plan[name]:
+            if saved[name] != entry:
                 raise PlanMismatchError(
                     f"checkpoint's plan differs at {name!r}: saved {saved[name]}, "
-                    f"this optimizer {self.plan[name]}; it is from another model or partition"
+                    f"this optimizer {entry}; it is from another model or partition"
                 )
-        extra = [n for n in saved if n not in self.plan]
-        raise PlanMismatchError(f"checkpoint's plan has parameters this model lacks: {extra[:5]}")
+        extra = [n for n in saved if n not in mine]
+        raise PlanMismatchError(f"checkpoint's plan has parameters this optimizer lacks: {extra[:5]}")

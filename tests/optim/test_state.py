@@ -85,8 +85,9 @@ def test_state_dict_carries_the_plan():
     opt = AdamMini(model, partition=tiny_plan(model))
     train(model, opt, 1)
     sd = opt.state_dict()
-    assert sd["partition_plan"] == opt.plan.to_dict()
-    assert sd["param_groups"][0]["param_names"] == [n for n, _ in model.named_parameters()]
+    names = [n for n, _ in model.named_parameters()]
+    assert sd["param_groups"][0]["param_names"] == names
+    assert sd["param_groups"][0]["partition_plan"] == {n: opt.plan[n].to_dict() for n in names}
 
 
 def test_loading_state_from_another_model_names_the_mismatch():
@@ -119,3 +120,16 @@ def test_params_without_grad_are_skipped_and_untouched():
     for k, v in before.items():
         assert torch.equal(opt.state[frozen][k], v)
     assert opt.state[model.lm_head.weight]["step"].item() == 3
+
+
+def test_subset_optimizer_round_trips_with_a_full_model_plan():
+    model = tiny_llama()
+    subset = [(n, p) for n, p in model.named_parameters() if "mlp" in n]
+    opt = AdamMini(subset, partition=tiny_plan(model), lr=1e-2)
+    train(model, opt, 2)
+    again = AdamMini(subset, partition=tiny_plan(model), lr=1e-2)
+    again.load_state_dict(opt.state_dict())
+    assert all(torch.equal(again.state[p]["exp_avg"], opt.state[p]["exp_avg"]) for _, p in subset)
+    other = AdamMini([(n, p) for n, p in model.named_parameters() if "attn" in n], partition=tiny_plan(model))
+    with pytest.raises(PlanMismatchError, match="no parameter 'layers.0.self_attn"):
+        other.load_state_dict(opt.state_dict())
