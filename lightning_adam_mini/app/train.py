@@ -40,8 +40,9 @@ def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
 
 
 def _run_label(choices: dict[str, Any]) -> str:
-    label = f"{choices.get('optimizer')}"
-    return label + (f" ({choices.get('partition')} plan)" if "adam_mini" == label else "")
+    """``adamw``, ``adam_mini_names``, or ``adam_mini (<partition> plan)``."""
+    optimizer = str(choices.get("optimizer"))
+    return f"{optimizer} ({choices.get('partition')} plan)" if optimizer == "adam_mini" else optimizer
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

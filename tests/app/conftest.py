@@ -24,10 +24,11 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
-def compose_train(overrides: list[str] = (), tmp: Path | None = None) -> DictConfig:
+def compose_train(overrides: list[str] = ()) -> DictConfig:
+    """The composed ``train`` config (without the ``hydra`` node), as lam-train would see it."""
     register_configs()
     with initialize_config_module("lightning_adam_mini.configs", version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=tmp is not None)
+        return compose("train", overrides=list(overrides))
 
 
 def run_lam_train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
