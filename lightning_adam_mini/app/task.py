@@ -80,6 +80,18 @@ class CrossEntropyTask(L.LightningModule):
         """The same plan, named as this LightningModule's parameters (``net.`` prefix)."""
         return PartitionPlan((f"net.{name}", entry) for name, entry in self.net_plan().items())
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.uses_plan:
+            self.net_plan()  # traced now, while the net is unsharded (configure_model may shard it)
+
+    def configure_model(self) -> None:
+        """Under ModelParallelStrategy (``trainer=fsdp``): FSDP2, the whole net sharded on dim 0."""
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        if self.device_mesh is None or isinstance(self.net, FSDPModule):  # also called by validate()
+            return
+        fully_shard(self.net, mesh=self.device_mesh["data_parallel"])
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 

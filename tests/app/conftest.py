@@ -31,11 +31,11 @@ def compose_train(overrides: list[str] = ()) -> DictConfig:
         return compose("train", overrides=list(overrides))
 
 
-def run_lam_train(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_lam_train(
+    args: list[str], cwd: Path, timeout: int = 300, command: list[str] = LAM_TRAIN
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONHASHSEED="0", HYDRA_FULL_ERROR="0")
-    return subprocess.run(
-        LAM_TRAIN + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run(command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

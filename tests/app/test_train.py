@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -39,6 +41,18 @@ def test_lam_train_runs_end_to_end_and_writes_the_plot(tmp_path, tiny):
     assert (run_dir / "csv" / "metrics.csv").exists()  # Lightning's CSVLogger
     plan = PartitionPlan.from_yaml((run_dir / "partition_plan.yaml").read_text())
     assert plan["transformer.h.0.attn.c_attn.weight"].role != "other"
+
+
+@pytest.mark.distributed
+def test_lam_train_fsdp2_on_two_cpu_processes(tmp_path, tiny):
+    run_dir = tmp_path / "run"
+    overrides = ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    # Lightning relaunches sys.argv for rank 1, so this runs the installed console script itself.
+    script = Path(sys.executable).with_name("lam-train")
+    proc = run_lam_train([*tiny, *overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path, command=[str(script)])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and math.isfinite(metrics["final_val_loss"])
 
 
 def _train_in_process(overrides, run_dir):
