@@ -54,17 +54,8 @@ def adam_mini(
         device_decayed = [decayed[i] for i in indices]
         torch._foreach_add_(device_steps, 1)
 
-        if weight_decay != 0:
-            to_decay = [p for p, d in zip(device_params, device_decayed) if d]
-            if to_decay:
-                torch._foreach_mul_(to_decay, 1 - lr * weight_decay)
-
-        if device_exp_avgs[0].dtype != device_grads[0].dtype:
-            grads_m = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
-        else:
-            grads_m = device_grads
-        torch._foreach_lerp_(device_exp_avgs, grads_m, 1 - beta1)
-
+        # The block reduction reads g first, so that decay, the m update and the p update come
+        # last and together (compiled: 1.32x -> 1.07x of fused AdamW's time, benchmarks/step.py).
         mean_sq = block_mean_squares(device_reductions, device_grads)  # FSDP2 shards: one all_reduce for all
         torch._foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
@@ -81,6 +72,18 @@ def adam_mini(
         torch._foreach_mul_(denom, bc1)
         torch._foreach_div_(denom, lr)
         denom = [r.expand(d) for r, d in zip(device_reductions, denom)]
+
+        if weight_decay != 0:
+            to_decay = [p for p, d in zip(device_params, device_decayed) if d]
+            if to_decay:
+                torch._foreach_mul_(to_decay, 1 - lr * weight_decay)
+
+        if device_exp_avgs[0].dtype != device_grads[0].dtype:
+            grads_m = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
+        else:
+            grads_m = device_grads
+        torch._foreach_lerp_(device_exp_avgs, grads_m, 1 - beta1)
+
         torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
 
 
