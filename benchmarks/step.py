@@ -21,16 +21,8 @@ import torch
 
 from lightning_adam_mini import AdamMini
 from lightning_adam_mini.models import Llama, LlamaConfig
+from lightning_adam_mini.stats import optimizer_state_bytes
 from partitioners import name_partition
-
-
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(
-        t.numel() * t.element_size()
-        for s in opt.state.values()
-        for k, t in s.items()
-        if torch.is_tensor(t) and k != "step"
-    )
 
 
 def sync(device: torch.device) -> None:
@@ -101,7 +93,7 @@ def main() -> None:
             run["times"].append(time.perf_counter() - t0)
 
     ref_ms = statistics.median(runs["AdamW fused"]["times"]) * 1e3
-    ref_bytes = state_bytes(runs["AdamW fused"]["opt"])
+    ref_bytes = optimizer_state_bytes([runs["AdamW fused"]["opt"]])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     )
@@ -112,7 +104,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, run in runs.items():
         ms = statistics.median(run["times"]) * 1e3
-        sb = state_bytes(run["opt"])
+        sb = optimizer_state_bytes([run["opt"]])
         print(f"| {name} | {ms:.1f} | {ms / ref_ms:.2f}x | {sb / 2**20:.1f} | {sb / ref_bytes:.4f} |")
     if "official Adam_mini" in runs:
         official = statistics.median(runs["official Adam_mini"]["times"])

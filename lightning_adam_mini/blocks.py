@@ -60,15 +60,18 @@ class BlockReduction:
     def is_elementwise(self) -> bool:
         return not self.reduce_dims and self.row_to_block is None
 
-    def mean_square(self, grad: Tensor) -> Tensor:
-        """Per-block mean of ``grad**2`` (shape ``v_shape``; fp32, or fp64 for fp64 grads)."""
+    def row_square_sums(self, grad: Tensor) -> Tensor:
+        """Per-row sums of ``grad**2``, reduced axes kept as size 1 (fp32, or fp64 for fp64 grads)."""
         dtype = v_dtype(grad.dtype)
         if not self.reduce_dims:
-            row = grad.to(dtype).square()
-        else:
-            row = torch.linalg.vector_norm(
-                grad, 2, dim=self.reduce_dims, keepdim=True, dtype=dtype
-            ).square_().div_(self.row_numel)
+            return grad.to(dtype).square()
+        return torch.linalg.vector_norm(grad, 2, dim=self.reduce_dims, keepdim=True, dtype=dtype).square_()
+
+    def mean_square(self, grad: Tensor) -> Tensor:
+        """Per-block mean of ``grad**2`` (shape ``v_shape``; fp32, or fp64 for fp64 grads)."""
+        row = self.row_square_sums(grad)
+        if self.reduce_dims:
+            row.div_(self.row_numel)
         return self.group_rows(row)
 
     def group_rows(self, row: Tensor) -> Tensor:

@@ -79,28 +79,16 @@ class ShardedBlockReduction:
         """This rank's part of the per-row sums of ``grad**2``, in the global per-row shape
         (zeros for the other ranks' rows); summing it over ranks gives the full per-row sums."""
         base = self.base
-        dtype = v_dtype(grad.dtype)
         rows_shape = tuple(1 if d in base.reduce_dims else s for d, s in enumerate(self.global_shape))
-        sums = torch.zeros(rows_shape, dtype=dtype, device=grad.device)
+        sums = torch.zeros(rows_shape, dtype=v_dtype(grad.dtype), device=grad.device)
         if grad.numel():
-            if base.reduce_dims:
-                part = torch.linalg.vector_norm(grad, 2, dim=base.reduce_dims, keepdim=True, dtype=dtype)
-                part.square_()
-            else:
-                part = grad.to(dtype).square()
             target = sums if 0 in base.reduce_dims else sums.narrow(0, self.offset, self.length)
-            target.add_(part)
+            target.add_(base.row_square_sums(grad))
         return sums
 
     def from_sums(self, sums: Tensor) -> Tensor:
         """Per-block means (full ``v_shape``) from the all-rank per-row sums."""
         return self.base.group_rows(sums.div_(self.base.row_numel))
-
-    def mean_square(self, grad: Tensor) -> Tensor:
-        """Per-block mean of ``grad**2`` over all ranks' rows (full ``v_shape``, same on every rank)."""
-        sums = self.local_sums(grad)
-        dist.all_reduce(sums, group=self.group)
-        return self.from_sums(sums)
 
     def expand(self, x: Tensor) -> Tensor:
         """Broadcast the full ``v``-shaped ``x`` over this rank's rows of the parameter."""

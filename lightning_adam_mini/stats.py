@@ -9,14 +9,27 @@ point: few of them), summarised per role by min / median / max.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Iterable
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 
 from partitioners import PartitionPlan
 
 from .optimizer import AdamMini
 from .sharded import local_tensor
+
+
+def optimizer_state_bytes(optimizers: Iterable[Optimizer]) -> int:
+    """Bytes of the tensors the optimizers keep in ``state`` (moments and step counters)."""
+    return sum(
+        t.numel() * t.element_size()
+        for opt in optimizers
+        for state in opt.state.values()
+        for t in state.values()
+        if isinstance(t, Tensor)
+    )
 
 
 def role_fractions(plan: PartitionPlan) -> dict[str, float]:

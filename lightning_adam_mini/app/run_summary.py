@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import Tensor, nn
-from torch.optim import Optimizer
+from torch import nn
 
-
-def optimizer_state_bytes(optimizers: Iterable[Optimizer]) -> int:
-    """Bytes of the tensors an optimizer keeps in ``state`` (moments and step counters)."""
-    return sum(
-        t.numel() * t.element_size()
-        for opt in optimizers
-        for state in opt.state.values()
-        for t in state.values()
-        if isinstance(t, Tensor)
-    )
+from ..stats import optimizer_state_bytes
 
 
 def adamw_state_bytes(model: nn.Module) -> int:
