@@ -40,6 +40,10 @@ class BlockReduction:
         dims = layout.reduce_dims(len(shape))
         index = layout.row_to_block(shape)
         v_shape = layout.v_shape(shape)
+        if index is not None and v_shape[layout.axis] == 1:
+            # All rows form one block: reduce the row axis too (no index ops; Inductor's CPU
+            # codegen fails on an index_add into a size-1 axis, e.g. a single kv head).
+            dims, index = tuple(sorted((*dims, layout.axis))), None
         row_to_block = rows_per_block = None
         if index is not None:
             row_to_block = torch.tensor(index, dtype=torch.long, device=device)

@@ -77,3 +77,21 @@ def test_closure_runs_eagerly_and_returns_loss():
 
     loss = opt.step(closure)
     assert calls == [False] and torch.is_tensor(loss) and loss.requires_grad
+
+
+def test_compiled_single_block_along_the_row_axis_matches_eager():
+    """One kv head: all rows one block (Inductor's CPU codegen once failed on this shape)."""
+    from partitioners import BlockLayout, PartitionPlan, PlanEntry
+
+    plan = PartitionPlan({"k": PlanEntry((64, 32), "key", BlockLayout.rows(0, group=64))})
+    grads = [torch.randn(64, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    results = []
+    for compile in (False, True):
+        p = torch.nn.Parameter(torch.ones(64, 32))
+        opt = AdamMini([("k", p)], partition=plan, lr=1e-2, compile=compile)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        assert opt.state[p]["exp_avg_sq"].shape == (1, 1)
+        results.append(p.detach().clone())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-7)
