@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_adam_mini import AdamMini
+from lightning_adam_mini.app.models.convnet import ConvNet, ConvNetConfig
 from lightning_adam_mini.app.shapes_data import make_shapes
-from lightning_adam_mini.models.convnet import ConvNet, ConvNetConfig
 from partitioners import auto_partition
 
 CONV_LAYOUTS = {"per channel": {"kind": "rows", "axis": 0}, "per tensor": {"kind": "tensor"}}
@@ -70,14 +70,18 @@ def main() -> None:
     for seed in range(args.seeds):  # interleaved by seed
         for name, build in make_optimizers(args.lr).items():
             results.setdefault(name, []).append(run(build, seed, args.steps, data))
-    print(f"ConvNet(width=16, n_blocks=3) on 16x16 synthetic shapes (noise 0.6), {args.steps} steps, "
-          f"batch 64, lr {args.lr}, {args.seeds} seeds")
+    print(
+        f"ConvNet(width=16, n_blocks=3) on 16x16 synthetic shapes (noise 0.6), {args.steps} steps, "
+        f"batch 64, lr {args.lr}, {args.seeds} seeds"
+    )
     print("| optimizer | val loss | val accuracy |\n|---|---:|---:|")
     for name, rs in results.items():
         losses, accs = [r[0] for r in rs], [r[1] for r in rs]
         sd = statistics.stdev if len(rs) > 1 else (lambda v: 0.0)
-        print(f"| {name} | {statistics.mean(losses):.4f} ± {sd(losses):.4f} "
-              f"| {statistics.mean(accs):.4f} ± {sd(accs):.4f} |")
+        print(
+            f"| {name} | {statistics.mean(losses):.4f} ± {sd(losses):.4f} "
+            f"| {statistics.mean(accs):.4f} ± {sd(accs):.4f} |"
+        )
 
 
 if __name__ == "__main__":

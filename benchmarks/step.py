@@ -15,12 +15,12 @@ import copy
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from lightning_adam_mini import AdamMini
-from lightning_adam_mini.models import Llama, LlamaConfig
+from lightning_adam_mini.app.models import Llama, LlamaConfig
 from lightning_adam_mini.stats import optimizer_state_bytes
 from partitioners import name_partition
 
@@ -30,7 +30,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def contenders(model: Llama, cfg: LlamaConfig) -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]]:
+def contenders(
+    model: Llama, cfg: LlamaConfig
+) -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]]:
     plan = name_partition(model, dim=cfg.dim, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads)
     out = {
         "AdamMini eager": lambda m: AdamMini(m, partition=plan, weight_decay=0.1),
@@ -45,8 +47,12 @@ def contenders(model: Llama, cfg: LlamaConfig) -> dict[str, Callable[[torch.nn.M
         from adam_mini import Adam_mini
 
         out["official Adam_mini"] = lambda m: Adam_mini(
-            m.named_parameters(), weight_decay=0.1, dim=cfg.dim, n_heads=cfg.n_heads,
-            n_kv_heads=cfg.n_kv_heads, verbose=False,
+            m.named_parameters(),
+            weight_decay=0.1,
+            dim=cfg.dim,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_kv_heads,
+            verbose=False,
         )
     except ImportError:
         pass
@@ -64,8 +70,12 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     cfg = LlamaConfig(
-        vocab_size=args.vocab, dim=args.dim, n_layers=args.layers, n_heads=args.dim // 64,
-        n_kv_heads=max(1, args.dim // 128), hidden_dim=int(args.dim * 8 / 3) // 64 * 64,
+        vocab_size=args.vocab,
+        dim=args.dim,
+        n_layers=args.layers,
+        n_heads=args.dim // 64,
+        n_kv_heads=max(1, args.dim // 128),
+        hidden_dim=int(args.dim * 8 / 3) // 64 * 64,
     )
     torch.manual_seed(0)
     base = Llama(cfg).to(device)
@@ -94,11 +104,15 @@ def main() -> None:
 
     ref_ms = statistics.median(runs["AdamW fused"]["times"]) * 1e3
     ref_bytes = optimizer_state_bytes([runs["AdamW fused"]["opt"]])
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     )
-    print(f"Llama dim={cfg.dim} layers={cfg.n_layers} vocab={cfg.vocab_size}: {n_params / 1e6:.1f}M fp32 params; "
-          f"{device.type} ({where}); torch {torch.__version__}; median of {args.rounds} interleaved steps")
+    print(
+        f"Llama dim={cfg.dim} layers={cfg.n_layers} vocab={cfg.vocab_size}: {n_params / 1e6:.1f}M fp32 params; "
+        f"{device.type} ({where}); torch {torch.__version__}; median of {args.rounds} interleaved steps"
+    )
     print()
     print("| optimizer | ms/step | vs AdamW fused | state MB | state vs AdamW |")
     print("|---|---:|---:|---:|---:|")
@@ -125,8 +139,10 @@ def main() -> None:
         copy_gbs = 2 * numel * 4 / statistics.median(times) / 1e9
         compiled = statistics.median(runs["AdamMini compiled"]["times"])
         mini_gbs = 6 * numel * 4 / compiled / 1e9  # read p, g, m, g again; write p, m
-        print(f"device copy {copy_gbs:.0f} GB/s; AdamMini compiled moves {mini_gbs:.0f} GB/s "
-              f"({mini_gbs / copy_gbs:.0%} of copy)")
+        print(
+            f"device copy {copy_gbs:.0f} GB/s; AdamMini compiled moves {mini_gbs:.0f} GB/s "
+            f"({mini_gbs / copy_gbs:.0%} of copy)"
+        )
 
 
 if __name__ == "__main__":

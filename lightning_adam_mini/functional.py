@@ -9,7 +9,7 @@ per-block denominators are ~0.1% of the parameter's size.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -44,12 +44,11 @@ def adam_mini(
               \frac{m_i}{\sqrt{v_b/(1-\beta_2^t)}+\epsilon}
     """
     grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, steps], with_indices=True  # type: ignore[list-item]
+        [params, grads, exp_avgs, exp_avg_sqs, steps],
+        with_indices=True,  # type: ignore[list-item]
     )
     for lists, indices in grouped.values():
-        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = (
-            lists  # type: ignore[assignment]
-        )
+        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = lists  # type: ignore[assignment]
         device_reductions = [reductions[i] for i in indices]
         device_decayed = [decayed[i] for i in indices]
         torch._foreach_add_(device_steps, 1)

@@ -23,8 +23,9 @@ Plain tensors never reach this code's collectives: a single process needs no pro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist

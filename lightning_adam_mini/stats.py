@@ -9,7 +9,7 @@ point: few of them), summarised per role by min / median / max.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

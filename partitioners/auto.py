@@ -16,8 +16,9 @@ One warning names every parameter that the graph didn't decide. Rules
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,8 +97,10 @@ def auto_partition(
         result = load_plan(plan)
         result.check_params(named)
     else:
-        graph, failure = ({}, "no example_inputs given") if example_inputs is None else _graph_pass(
-            model, tuple(example_inputs), example_kwargs, collapse_repeats
+        graph, failure = (
+            ({}, "no example_inputs given")
+            if example_inputs is None
+            else _graph_pass(model, tuple(example_inputs), example_kwargs, collapse_repeats)
         )
         structure = structure_decisions(model)
         entries, unexplained, fallen_back = [], [], []
@@ -132,7 +135,9 @@ def _warn(failure: str | None, unexplained: list[str], fallen_back: list[str]) -
         reason = (failure.splitlines()[1:] or [failure])[0].strip()
         lines.append(f"the forward could not be traced ({reason}); fell back for all parameters")
     if unexplained:
-        lines.append("the graph uses these in ways it can't explain, one block each: " + ", ".join(unexplained))
+        lines.append(
+            "the graph uses these in ways it can't explain, one block each: " + ", ".join(unexplained)
+        )
     if fallen_back:
         lines.append("not decided by the graph: " + ", ".join(fallen_back))
     lines.append("check them in the plan table, or pin them with overrides=[{'match': ..., 'layout': ...}]")

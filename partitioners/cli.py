@@ -14,8 +14,9 @@ import argparse
 import importlib
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,10 +39,14 @@ def _from_hf_config(spec: str) -> nn.Module:
     try:
         import transformers
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise SystemExit(f"lam-partition: {spec!r} looks like a Hugging Face config, but transformers isn't installed") from err
+        raise SystemExit(
+            f"lam-partition: {spec!r} looks like a Hugging Face config, but transformers isn't installed"
+        ) from err
     path = Path(spec)
     if path.is_file():
-        config = transformers.AutoConfig.from_pretrained(str(path.parent) if path.name == "config.json" else str(path))
+        config = transformers.AutoConfig.from_pretrained(
+            str(path.parent) if path.name == "config.json" else str(path)
+        )
     else:
         config = transformers.AutoConfig.from_pretrained(spec, local_files_only=True)
     with torch.device("meta"):
@@ -64,15 +69,21 @@ def parse_shape(text: str) -> torch.Size:
     try:
         return torch.Size(int(s) for s in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape takes comma-separated ints like 2,16, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--shape takes comma-separated ints like 2,16, got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lam-partition", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="module:factory, a Hugging Face config file, or a cached config name")
-    parser.add_argument("--shape", type=parse_shape, action="append",
-                        help="shape of one example input (token ids if the model embeds them); repeat "
-                             "for several inputs; default 1,16 when the factory gives no inputs")
+    parser.add_argument(
+        "--shape",
+        type=parse_shape,
+        action="append",
+        help="shape of one example input (token ids if the model embeds them); repeat "
+        "for several inputs; default 1,16 when the factory gives no inputs",
+    )
     parser.add_argument("--yaml", type=Path, help="also write the plan to this YAML file")
     parser.add_argument("--rules", type=Path, help="YAML file of override rules applied on top")
     parser.add_argument("--no-collapse", action="store_true", help="trace every repeated block")

@@ -19,7 +19,9 @@ attention output is the attention output projection.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+
 from torch import fx
 
 from .layout import BlockLayout, Segment
@@ -43,6 +45,7 @@ def conv_layout(out_axis: int) -> BlockLayout:
     """The layout of a convolution weight whose output channels run along ``out_axis``."""
     return BlockLayout.rows(out_axis) if CONV_BLOCKS == "rows" else BlockLayout.tensor()
 
+
 NORM_OPS = {  # op -> (weight arg index, bias arg index)
     "layer_norm": (2, 3),
     "native_layer_norm": (2, 3),
@@ -56,9 +59,31 @@ NORM_OPS = {  # op -> (weight arg index, bias arg index)
     "_native_batch_norm_legit_no_training": (1, 2),
     "instance_norm": (1, 2),
 }
-CONV_OPS = {"convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "_convolution"}
+CONV_OPS = {
+    "convolution",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "_convolution",
+}
 #: views of a weight that move or drop axes; the mapping is read from the shapes
-_WEIGHT_VIEWS = {"t", "transpose", "permute", "numpy_T", "select", "index", "unsqueeze", "squeeze", "expand", "view", "reshape", "getitem"}
+_WEIGHT_VIEWS = {
+    "t",
+    "transpose",
+    "permute",
+    "numpy_T",
+    "select",
+    "index",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "view",
+    "reshape",
+    "getitem",
+}
 _SCALAR_ARITH = {"add", "sub", "mul", "div", "rsub"}
 
 
@@ -146,7 +171,9 @@ def _consumer_use(node: fx.Node, pos: int, axes: list[int | None], ndim: int) ->
         return Use("embedding", axes[0]) if pos == 0 else Use("unknown")
     if name == "linear":
         if pos == 1:
-            return Use("project", axes[0], tuple(a for a in axes[1:-1] if a is not None), node, -1, node.args[0])
+            return Use(
+                "project", axes[0], tuple(a for a in axes[1:-1] if a is not None), node, -1, node.args[0]
+            )
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
         return _matmul_use(node, pos, axes, 0)
@@ -156,7 +183,9 @@ def _consumer_use(node: fx.Node, pos: int, axes: list[int | None], ndim: int) ->
         return _einsum_use(node, pos - 1, axes) if pos >= 1 else Use("unknown")
     if "grouped_mm" in name:
         if pos == 1:
-            return Use("project", axes[-1], tuple(a for a in axes[:1] if a is not None), node, -1, node.args[0])
+            return Use(
+                "project", axes[-1], tuple(a for a in axes[:1] if a is not None), node, -1, node.args[0]
+            )
         return Use("unknown")
     if name in CONV_OPS:
         if pos == 2:
@@ -231,9 +260,7 @@ def _periodic(segments: list[Segment]) -> tuple[list[Segment], int]:
     return segments, 1
 
 
-def projection_layout(
-    targets: RowTargets, n_rows: int, axis: int
-) -> tuple[str, BlockLayout] | None:
+def projection_layout(targets: RowTargets, n_rows: int, axis: int) -> tuple[str, BlockLayout] | None:
     """Role and layout of a projection's rows from where they go; ``None`` if heads overlap."""
     if not (targets.query_heads or targets.key_heads or targets.value_rows):
         return None  # not attention
@@ -243,15 +270,12 @@ def projection_layout(
         return None
     heads = {**{s: (n, "q") for s, n in q.items()}, **{s: (n, "k") for s, n in k.items()}}
     spans = sorted(heads.items())
-    if len(heads) != len(q) + len(k) or any(s + n > t for (s, (n, _)), (t, _) in zip(spans, spans[1:])):
+    if len(heads) != len(q) + len(k) or any(s + n > t for (s, (n, _)), (t, _) in itertools.pairwise(spans)):
         return None  # a row feeds two heads
     pieces: list[Segment] = []
     row = 0
     while row < n_rows:
-        if row in heads:
-            size, label = heads[row]
-        else:
-            size, label = 1, "v" if row in targets.value_rows else ""
+        size, label = heads.get(row, (1, "v" if row in targets.value_rows else ""))
         if row + size > n_rows:
             return None
         last = pieces[-1] if pieces else None
@@ -284,7 +308,11 @@ def decide(
         return None
     if "embedding" in kinds and kinds <= {"embedding", "project"}:
         axes = {u.axis for u in uses}
-        return Decision("embedding", BlockLayout.rows(axes.pop())) if len(axes) == 1 and None not in axes else None
+        return (
+            Decision("embedding", BlockLayout.rows(axes.pop()))
+            if len(axes) == 1 and None not in axes
+            else None
+        )
     if kinds == {"scale"}:
         return Decision("norm", BlockLayout.tensor())
     if kinds == {"shift"}:
@@ -341,5 +369,12 @@ def graph_decisions(
     return decisions, unused
 
 
-__all__ = ["CONV_BLOCKS", "Decision", "conv_layout", "Use", "graph_decisions", "parameter_uses", "projection_layout"]
-
+__all__ = [
+    "CONV_BLOCKS",
+    "Decision",
+    "Use",
+    "conv_layout",
+    "graph_decisions",
+    "parameter_uses",
+    "projection_layout",
+]

@@ -19,8 +19,9 @@ batch axis), so a block's mean of squares is the mean of its rows' means.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 LayoutKind = Literal["tensor", "element", "rows"]
 
@@ -116,9 +117,7 @@ class BlockLayout:
         if self.segments:
             covered = self.repeat * sum(s.length for s in self.segments)
             if covered != n:
-                raise ValueError(
-                    f"segments cover {covered} rows along axis {self.axis}, the tensor has {n}"
-                )
+                raise ValueError(f"segments cover {covered} rows along axis {self.axis}, the tensor has {n}")
         elif n % self.group:
             raise ValueError(f"{n} rows along axis {self.axis} don't split into groups of {self.group}")
 
@@ -197,8 +196,7 @@ class BlockLayout:
                 out["group"] = self.group
             if self.segments:
                 out["segments"] = [
-                    [s.length, s.block, s.label] if s.label else [s.length, s.block]
-                    for s in self.segments
+                    [s.length, s.block, s.label] if s.label else [s.length, s.block] for s in self.segments
                 ]
             if self.repeat != 1:
                 out["repeat"] = self.repeat

@@ -14,7 +14,7 @@ Rules, in order, on the lower-cased name:
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -45,11 +45,7 @@ def _has(name: str, keys: frozenset[str]) -> bool:
 
 
 def _named_trainable(model_or_params: nn.Module | Iterable[tuple[str, torch.Tensor]]):
-    items = (
-        model_or_params.named_parameters()
-        if isinstance(model_or_params, nn.Module)
-        else model_or_params
-    )
+    items = model_or_params.named_parameters() if isinstance(model_or_params, nn.Module) else model_or_params
     return [(n, p) for n, p in items if p.requires_grad]
 
 

@@ -15,8 +15,9 @@ rules need the model to find each parameter's owner.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 from torch import nn

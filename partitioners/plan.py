@@ -8,8 +8,9 @@ they print as a table, round-trip exactly through YAML and compare with ``==``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 import yaml
@@ -180,7 +181,14 @@ class PartitionPlan(Mapping[str, PlanEntry]):
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:
         """Table rows: (param, shape, role, layout, #blocks, decided-by)."""
         return [
-            (name, "x".join(map(str, e.shape)) or "()", e.role, str(e.layout), f"{e.num_blocks:,}", e.decided_by)
+            (
+                name,
+                "x".join(map(str, e.shape)) or "()",
+                e.role,
+                str(e.layout),
+                f"{e.num_blocks:,}",
+                e.decided_by,
+            )
             for name, e in self._entries.items()
         ]
 

@@ -12,7 +12,7 @@ returned ``rename`` maps a parameter name of the full model to its name in the c
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -36,7 +36,8 @@ def _settings(module: nn.Module) -> tuple:
 
 def _signature(module: nn.Module) -> _Signature:
     params = tuple(
-        (n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in module.named_parameters(remove_duplicate=False)
+        (n, tuple(p.shape), p.dtype, p.requires_grad)
+        for n, p in module.named_parameters(remove_duplicate=False)
     )
     buffers = tuple((n, tuple(b.shape), b.dtype) for n, b in module.named_buffers(remove_duplicate=False))
     modules = tuple((n, type(m)) for n, m in module.named_modules())
@@ -61,12 +62,16 @@ def _same(a: _Signature, i: int, b: _Signature, j: int) -> bool:
 def _runs(children: list[nn.Module], shared: set[int]) -> list[tuple[int, int]]:
     """Maximal [start, end) runs of identical, unshared siblings."""
     sigs = [
-        None if any(id(p) in shared for p in c.parameters(recurse=True)) else _signature(c)
-        for c in children
+        None if any(id(p) in shared for p in c.parameters(recurse=True)) else _signature(c) for c in children
     ]
     runs, start = [], 0
     for i in range(1, len(children) + 1):
-        if i == len(children) or sigs[i] is None or sigs[start] is None or not _same(sigs[start], start, sigs[i], i):
+        if (
+            i == len(children)
+            or sigs[i] is None
+            or sigs[start] is None
+            or not _same(sigs[start], start, sigs[i], i)
+        ):
             runs.append((start, i))
             start = i
     return runs

@@ -13,8 +13,9 @@ from __future__ import annotations
 import heapq
 import operator
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import fx
@@ -23,28 +24,90 @@ from torch import fx
 MAX_LABELS = 1 << 26
 
 #: run on the label tensor as they are
-MOVE_OPS = frozenset({
-    "view", "reshape", "_unsafe_view", "transpose", "t", "permute", "unsqueeze", "squeeze",
-    "expand", "slice", "select", "split", "split_with_sizes", "chunk", "unbind", "narrow",
-    "unflatten", "flatten", "movedim", "repeat", "repeat_interleave", "numpy_T", "view_as",
-    "expand_as", "getitem", "contiguous", "clone",
-})
+MOVE_OPS = frozenset(
+    {
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "transpose",
+        "t",
+        "permute",
+        "unsqueeze",
+        "squeeze",
+        "expand",
+        "slice",
+        "select",
+        "split",
+        "split_with_sizes",
+        "chunk",
+        "unbind",
+        "narrow",
+        "unflatten",
+        "flatten",
+        "movedim",
+        "repeat",
+        "repeat_interleave",
+        "numpy_T",
+        "view_as",
+        "expand_as",
+        "getitem",
+        "contiguous",
+        "clone",
+    }
+)
 #: return their (first) input's labels
-IDENTITY_OPS = frozenset({
-    "alias", "detach", "detach_", "to", "_to_copy", "type_as", "dropout", "lift_fresh_copy",
-    "_to_dim_order_copy", "feature_dropout", "native_dropout",
-})
+IDENTITY_OPS = frozenset(
+    {
+        "alias",
+        "detach",
+        "detach_",
+        "to",
+        "_to_copy",
+        "type_as",
+        "dropout",
+        "lift_fresh_copy",
+        "_to_dim_order_copy",
+        "feature_dropout",
+        "native_dropout",
+    }
+)
 #: elementwise: labels broadcast from the labelled operands
-ELEMENTWISE_OPS = frozenset({
-    "add", "sub", "mul", "div", "neg", "add_", "mul_", "div_", "sub_", "rsub",
-})
+ELEMENTWISE_OPS = frozenset(
+    {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+        "add_",
+        "mul_",
+        "div_",
+        "sub_",
+        "rsub",
+    }
+)
 MATMUL_OPS = frozenset({"matmul", "bmm", "baddbmm"})
 SOFTMAX_OPS = frozenset({"softmax", "_softmax", "_safe_softmax", "log_softmax"})
 #: ops between q@k^T and softmax, and between softmax and @v (scale, mask, dropout, casts)
-SCORE_OPS = IDENTITY_OPS | ELEMENTWISE_OPS | frozenset({
-    "masked_fill", "where", "clamp", "tanh", "view", "reshape", "_unsafe_view", "contiguous",
-    "expand", "clone", "softcap",
-})
+SCORE_OPS = (
+    IDENTITY_OPS
+    | ELEMENTWISE_OPS
+    | frozenset(
+        {
+            "masked_fill",
+            "where",
+            "clamp",
+            "tanh",
+            "view",
+            "reshape",
+            "_unsafe_view",
+            "contiguous",
+            "expand",
+            "clone",
+            "softcap",
+        }
+    )
+)
 
 
 def op_name(node: fx.Node) -> str:
@@ -86,7 +149,7 @@ def _walk(node: fx.Node, ops: frozenset[str], forward: bool, depth: int = 8) -> 
     for _ in range(depth):
         nxt = []
         for n in frontier:
-            for m in (n.users if forward else _tensor_args(n)):
+            for m in n.users if forward else _tensor_args(n):
                 if m in seen:
                     continue
                 seen.add(m)
@@ -113,16 +176,25 @@ def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
                 out = next((u for u in node.users if op_name(u) == "getitem" and u.args[1] == 0), node)
             sites.append(AttentionSite(q, k, v, out))
         elif name in SOFTMAX_OPS:
-            scores = next((m for m in _walk(node, SCORE_OPS, forward=False) if op_name(m) in MATMUL_OPS), None)
+            scores = next(
+                (m for m in _walk(node, SCORE_OPS, forward=False) if op_name(m) in MATMUL_OPS), None
+            )
             probs = {node} | {m for m in _walk(node, SCORE_OPS, forward=True) if op_name(m) in SCORE_OPS}
             mix = next(
-                (u for p in probs for u in p.users if op_name(u) in MATMUL_OPS and u.args[_first(u)] in probs),
+                (
+                    u
+                    for p in probs
+                    for u in p.users
+                    if op_name(u) in MATMUL_OPS and u.args[_first(u)] in probs
+                ),
                 None,
             )
             if scores is None or mix is None:
                 continue
             q = _first(scores)
-            sites.append(AttentionSite(scores.args[q], scores.args[q + 1], mix.args[_first(mix) + 1], mix, True))
+            sites.append(
+                AttentionSite(scores.args[q], scores.args[q + 1], mix.args[_first(mix) + 1], mix, True)
+            )
     return sites
 
 
@@ -261,7 +333,11 @@ def index_labels(node: fx.Node, dim: int) -> torch.Tensor | None:
 def head_row_sets(labels: torch.Tensor, flow: LabelFlow) -> list[frozenset[int]]:
     """For an attention input labelled ``(..., T, D)``: the set of rows feeding each head."""
     groups = flow.groups()
-    flat = labels.reshape(-1, labels.shape[-2] * labels.shape[-1]) if labels.dim() >= 2 else labels.reshape(1, -1)
+    flat = (
+        labels.reshape(-1, labels.shape[-2] * labels.shape[-1])
+        if labels.dim() >= 2
+        else labels.reshape(1, -1)
+    )
     sets = set()
     for row in flat.unique(dim=0):
         rows = {int(r) for r in row.unique().tolist() if r >= 0}

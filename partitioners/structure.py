@@ -15,7 +15,10 @@ from .graph_roles import Decision, conv_layout
 from .layout import BlockLayout
 
 _NORMS = (
-    nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.RMSNorm,
     nn.modules.batchnorm._NormBase,
 )
 
@@ -50,7 +53,7 @@ def structure_decisions(model: nn.Module) -> dict[str, Decision]:
     """Decisions for the parameters whose module type explains them, by first (tied) name."""
     first_name = {id(p): n for n, p in model.named_parameters()}
     out: dict[str, Decision] = {}
-    for prefix, module in model.named_modules(remove_duplicate=False):
+    for _prefix, module in model.named_modules(remove_duplicate=False):
         for local, decision in _module_decisions(module).items():
             p = module._parameters.get(local)
             if p is None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -52,9 +53,7 @@ def meta_copy(model: nn.Module) -> nn.Module:
     for module in model.modules():
         for t in module.__dict__.get("_parameters", {}).values():
             if t is not None and id(t) not in memo:
-                memo[id(t)] = nn.Parameter(
-                    torch.empty_like(t, device="meta"), requires_grad=t.requires_grad
-                )
+                memo[id(t)] = nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=t.requires_grad)
         tensors = list(module.__dict__.get("_buffers", {}).values())
         tensors += [v for v in module.__dict__.values() if isinstance(v, torch.Tensor)]
         for t in tensors:
@@ -62,8 +61,12 @@ def meta_copy(model: nn.Module) -> nn.Module:
                 memo[id(t)] = torch.empty_like(t, device="meta")
     clone = copy.deepcopy(model, memo)
     for module in clone.modules():  # the user's hooks must not see (or act on) the trace
-        for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
-                      module._backward_pre_hooks):
+        for hooks in (
+            module._forward_hooks,
+            module._forward_pre_hooks,
+            module._backward_hooks,
+            module._backward_pre_hooks,
+        ):
             hooks.clear()
     return clone
 
@@ -79,7 +82,9 @@ def _meta_leaf(x: Any, dtype: torch.dtype) -> Any:
 def meta_inputs(inputs: Any, dtype: torch.dtype = torch.long) -> Any:
     """``inputs`` with every tensor replaced by a meta tensor and every ``torch.Size`` by a meta
     tensor of that shape and ``dtype`` (token ids by default)."""
-    return pytree.tree_map(lambda x: _meta_leaf(x, dtype), inputs, is_leaf=lambda x: isinstance(x, torch.Size))
+    return pytree.tree_map(
+        lambda x: _meta_leaf(x, dtype), inputs, is_leaf=lambda x: isinstance(x, torch.Size)
+    )
 
 
 def _has_shapes(inputs: Any) -> bool:
@@ -127,7 +132,7 @@ def _export(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, di
     program = torch.export.export(wrapper, args, kwargs, strict=False)
     by_input = program.graph_signature.inputs_to_parameters
     params = {
-        node: by_input[node.name][len(_PREFIX):]
+        node: by_input[node.name][len(_PREFIX) :]
         for node in program.graph.nodes
         if node.op == "placeholder" and node.name in by_input
     }
@@ -146,7 +151,7 @@ def _make_fx(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, d
     with torch.no_grad():
         gm = make_fx(forward, tracing_mode="real", pre_dispatch=True)(list(named.values()), args, kwargs)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    params = {node: name[len(_PREFIX):] for node, name in zip(placeholders, names)}
+    params = {node: name[len(_PREFIX) :] for node, name in zip(placeholders, names)}
     return gm.graph, params
 
 
@@ -182,8 +187,10 @@ def trace(
             for method, tracer in TRACERS:
                 try:
                     graph, params = tracer(wrapper, args, kwargs)
-                except Exception as err:  # noqa: BLE001 - any failure means: try the next tracer
-                    errors.append(f"{method}{' (collapsed)' if collapsed else ''}: {type(err).__name__}: {str(err)[:300]}")
+                except Exception as err:
+                    errors.append(
+                        f"{method}{' (collapsed)' if collapsed else ''}: {type(err).__name__}: {str(err)[:300]}"
+                    )
                     continue
                 first = {id(p): n for n, p in copy_.named_parameters()}
                 alias = {n: first[id(p)] for n, p in copy_.named_parameters(remove_duplicate=False)}

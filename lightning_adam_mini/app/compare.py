@@ -15,8 +15,9 @@ import json
 import logging
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -41,7 +42,9 @@ def load_runs(root: str | Path) -> list[dict[str, Any]]:
     root = Path(root)
     files = sorted(root.rglob("metrics.json"))
     if not files:
-        raise FileNotFoundError(f"no metrics.json under {root}: point lam-compare at a lam-train run or sweep dir")
+        raise FileNotFoundError(
+            f"no metrics.json under {root}: point lam-compare at a lam-train run or sweep dir"
+        )
     runs = [json.loads(p.read_text()) for p in files]
     overridden = sorted({k for r in runs for k in _overrides(r)})
     settings = [{k: _value(r, f.parent, k) for k in overridden} for r, f in zip(runs, files)]
@@ -91,7 +94,11 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         groups[run["label"]].append(run)
     rows = []
     for label, members in groups.items():
-        row: dict[str, Any] = {"setting": label, "n": len(members), "seeds": sorted(m.get("seed") for m in members)}
+        row: dict[str, Any] = {
+            "setting": label,
+            "n": len(members),
+            "seeds": sorted(m.get("seed") for m in members),
+        }
         for _, key, scale, _ in COLUMNS:
             row[key] = _mean_std([m[key] * scale for m in members])
         rows.append(row)
@@ -120,9 +127,18 @@ def compare(root: str | Path, out: str | Path | None = None) -> tuple[str, Path]
     (out / "summary.md").write_text(f"Runs under `{root}` (mean ± std over seeds)\n\n{table}\n")
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["setting", "runs", "seeds", *(f"{k}_{s}" for _, k, _, _ in COLUMNS for s in ("mean", "std"))])
+        writer.writerow(
+            ["setting", "runs", "seeds", *(f"{k}_{s}" for _, k, _, _ in COLUMNS for s in ("mean", "std"))]
+        )
         for row in rows:
-            writer.writerow([row["setting"], row["n"], " ".join(map(str, row["seeds"])), *(v for _, k, _, _ in COLUMNS for v in row[k])])
+            writer.writerow(
+                [
+                    row["setting"],
+                    row["n"],
+                    " ".join(map(str, row["seeds"])),
+                    *(v for _, k, _, _ in COLUMNS for v in row[k]),
+                ]
+            )
     png = plot_loss_curves(runs, out / "compare.png", title=f"{len(runs)} runs")
     return table, png
 

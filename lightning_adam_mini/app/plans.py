@@ -7,8 +7,9 @@ can swap them freely; only :class:`~lightning_adam_mini.AdamMini` uses a plan.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import Tensor, nn
 from torch.optim import Optimizer

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -24,10 +24,20 @@ def _draw(ax: Axes, runs: Sequence[dict], from_step: int = 0) -> None:
         label = run["label"]
         first = label not in colours
         colour = colours.setdefault(label, f"C{len(colours) % 10}")
-        train = [(s, v) for s, v in zip((s for s, _ in run["train_curve"]), smooth([v for _, v in run["train_curve"]])) if s >= from_step]
+        train = [
+            (s, v)
+            for s, v in zip((s for s, _ in run["train_curve"]), smooth([v for _, v in run["train_curve"]]))
+            if s >= from_step
+        ]
         val = [(s, v) for s, v in run["val_curve"] if s >= from_step]
         if train:
-            ax.plot(*zip(*train), color=colour, lw=0.8, alpha=0.45, label=f"{label} (train, smoothed)" if first else None)
+            ax.plot(
+                *zip(*train),
+                color=colour,
+                lw=0.8,
+                alpha=0.45,
+                label=f"{label} (train, smoothed)" if first else None,
+            )
         if val:
             ax.plot(*zip(*val), "o-", color=colour, lw=1.5, ms=3, label=f"{label} (val)" if first else None)
     ax.set_xlabel("optimizer step")

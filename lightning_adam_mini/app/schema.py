@@ -10,12 +10,12 @@ config dataclasses, so the two can't drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
-from typing import Any, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from ..models import ConvNetConfig, GPTConfig, LlamaConfig
+from .models import ConvNetConfig, GPTConfig, LlamaConfig
 
 
 # ---- top level ---------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ class OptimizerSchema:
     _partial_: bool = True
     _convert_: str = "all"  # betas arrive as a plain list, not a ListConfig
     lr: float = 1e-3
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
 
@@ -68,8 +68,8 @@ class AutoPartitionSchema:
 class NamesPartitionSchema:
     _target_: str = "lightning_adam_mini.app.plans.names_plan"
     _partial_: bool = True
-    dim: Optional[int] = None
-    n_heads: Optional[int] = None
+    dim: int | None = None
+    n_heads: int | None = None
 
 
 @dataclass
@@ -83,7 +83,7 @@ class PinnedPartitionSchema:
 @dataclass
 class TextDataSchema:
     _target_: str = "lightning_adam_mini.app.text_data.ByteTextDataModule"
-    path: Optional[str] = None
+    path: str | None = None
     block_size: int = 128
     batch_size: int = 32
     val_fraction: float = 0.1
@@ -106,7 +106,7 @@ class ShapesDataSchema:
 @dataclass
 class TrainerSchema:
     _target_: str = "lightning.pytorch.Trainer"
-    default_root_dir: Optional[str] = None
+    default_root_dir: str | None = None
     accelerator: str = "auto"
     devices: Any = "auto"
     num_nodes: int = 1
@@ -114,13 +114,13 @@ class TrainerSchema:
     sync_batchnorm: bool = False
     precision: Any = "32-true"
     max_steps: int = -1
-    max_epochs: Optional[int] = None
+    max_epochs: int | None = None
     val_check_interval: Any = None
-    check_val_every_n_epoch: Optional[int] = 1
+    check_val_every_n_epoch: int | None = 1
     limit_train_batches: Any = None
     limit_val_batches: Any = None
     log_every_n_steps: int = 50
-    gradient_clip_val: Optional[float] = None
+    gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     num_sanity_val_steps: int = 2
     enable_checkpointing: bool = False
@@ -144,9 +144,9 @@ def _model_schema(model_target: str, config_cls: type) -> type:
     )
 
 
-GPTSchema = _model_schema("lightning_adam_mini.models.GPT", GPTConfig)
-LlamaSchema = _model_schema("lightning_adam_mini.models.Llama", LlamaConfig)
-ConvNetSchema = _model_schema("lightning_adam_mini.models.ConvNet", ConvNetConfig)
+GPTSchema = _model_schema("lightning_adam_mini.app.models.GPT", GPTConfig)
+LlamaSchema = _model_schema("lightning_adam_mini.app.models.Llama", LlamaConfig)
+ConvNetSchema = _model_schema("lightning_adam_mini.app.models.ConvNet", ConvNetConfig)
 
 SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "train_schema"): TrainSchema,

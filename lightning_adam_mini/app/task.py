@@ -8,7 +8,8 @@ AdamMini is built with :func:`lightning_adam_mini.adam_mini_optimizers`; baselin
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as L
 import torch.nn.functional as F
@@ -111,7 +112,10 @@ class CrossEntropyTask(L.LightningModule):
     def configure_optimizers(self) -> Any:
         if self.uses_plan:
             return adam_mini_optimizers(
-                self, optimizer=self.optimizer_factory, partition=self.module_plan(), scheduler=self.scheduler_factory
+                self,
+                optimizer=self.optimizer_factory,
+                partition=self.module_plan(),
+                scheduler=self.scheduler_factory,
             )
         optimizer = baseline_optimizer(self.optimizer_factory, self.net)
         if self.scheduler_factory is None:

@@ -16,7 +16,7 @@ DEFAULT_CORPUS = "python_reference.txt"
 
 def read_corpus(path: str | None = None) -> bytes:
     if path is None:
-        return files("lightning_adam_mini").joinpath("data", DEFAULT_CORPUS).read_bytes()
+        return files("lightning_adam_mini").joinpath("app", "data", DEFAULT_CORPUS).read_bytes()
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"data.path={path!r}: no such file; give a text file or null")

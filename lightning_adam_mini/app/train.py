@@ -1,4 +1,4 @@
-"""``lam-train``: Hydra entry point (configs in ``lightning_adam_mini/configs``).
+"""``lam-train``: Hydra entry point (configs in ``lightning_adam_mini/app/configs``).
 
     lam-train                                        # small GPT, AdamMini, CPU or CUDA, ~3 min on 2 cores
     lam-train optimizer=adamw trainer.max_steps=1000
@@ -66,7 +66,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if summary_cb is None:
         summary_cb = RunSummary()
         callbacks.append(summary_cb)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
+    )
 
     trainer.fit(task, datamodule=datamodule)
     trainer.validate(task, datamodule=datamodule, verbose=False)
@@ -86,12 +88,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _write_outputs(cfg: DictConfig, trainer: L.Trainer, task: CrossEntropyTask, summary: dict[str, Any], run_dir: Path) -> None:
+def _write_outputs(
+    cfg: DictConfig, trainer: L.Trainer, task: CrossEntropyTask, summary: dict[str, Any], run_dir: Path
+) -> None:
     if task.uses_plan:  # the model's plan (names of model.named_parameters()), to pin or inspect
         (run_dir / "partition_plan.yaml").write_text(task.net_plan().to_yaml())
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=1))
     if cfg.plot:
-        png = plot_loss_curves([summary], run_dir / "loss_curve.png", title=f"{summary['label']}, seed {cfg.seed}")
+        png = plot_loss_curves(
+            [summary], run_dir / "loss_curve.png", title=f"{summary['label']}, seed {cfg.seed}"
+        )
         summary["plot"] = str(png)
     log.info(
         "\n".join(
@@ -108,7 +114,7 @@ def _write_outputs(cfg: DictConfig, trainer: L.Trainer, task: CrossEntropyTask, 
     )
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the final val loss (the objective for Hydra sweepers)."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))

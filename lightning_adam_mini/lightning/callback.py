@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -110,7 +111,12 @@ class AdamMiniCallback(Callback):
     ) -> None:
         step = trainer.global_step
         every = self.log_every_n_steps or trainer.log_every_n_steps
-        if not trainer.loggers or step == self._last_logged_step or step % every or not trainer.is_global_zero:
+        if (
+            not trainer.loggers
+            or step == self._last_logged_step
+            or step % every
+            or not trainer.is_global_zero
+        ):
             return
         self._last_logged_step = step
         metrics: dict[str, float] = {}
@@ -146,7 +152,7 @@ class AdamMiniCallback(Callback):
         changed = [n for n in self.plan if n not in saved or saved[n] != self.plan[n]]
         extra = [n for n in saved if n not in self.plan]
         detail = "; ".join(
-            [f"{n}: checkpoint {saved[n] if n in saved else 'absent'}, model {self.plan[n]}" for n in changed[:3]]
+            [f"{n}: checkpoint {saved.get(n, 'absent')}, model {self.plan[n]}" for n in changed[:3]]
             + [f"{n}: only in the checkpoint" for n in extra[:3]]
         )
         raise PlanMismatchError(

@@ -1,14 +1,15 @@
 """``adam_mini_optimizers``: what a LightningModule's ``configure_optimizers`` returns, in one line.
 
-    def configure_optimizers(self):
-        return adam_mini_optimizers(self, lr=3e-4, weight_decay=0.1,
-                                    scheduler=lambda opt: CosineAnnealingLR(opt, T_max=1000))
+def configure_optimizers(self):
+    return adam_mini_optimizers(self, lr=3e-4, weight_decay=0.1,
+                                scheduler=lambda opt: CosineAnnealingLR(opt, T_max=1000))
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from torch.optim import Optimizer

@@ -3,7 +3,8 @@ broadcast through the strategy so that every rank holds the identical plan."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 from torch import Tensor

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from lightning_adam_mini.app.schema import register_configs
 
-CONFIGS = Path(__file__).resolve().parents[2] / "lightning_adam_mini" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "lightning_adam_mini" / "app" / "configs"
 # What the console script `lam-train` runs: main() imported from its module (so Hydra finds the
 # configs the way it does after `pip install .`, as package resources, not next to a script).
 LAM_TRAIN = [sys.executable, "-c", "from lightning_adam_mini.app.train import main; main()"]
@@ -27,7 +27,7 @@ def group_options(group: str) -> list[str]:
 def compose_train(overrides: list[str] = ()) -> DictConfig:
     """The composed ``train`` config (without the ``hydra`` node), as lam-train would see it."""
     register_configs()
-    with initialize_config_module("lightning_adam_mini.configs", version_base="1.3"):
+    with initialize_config_module("lightning_adam_mini.app.configs", version_base="1.3"):
         return compose("train", overrides=list(overrides))
 
 

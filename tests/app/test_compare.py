@@ -18,10 +18,16 @@ def _fake_run(root, name, optimizer, seed, loss):
     (d / "metrics.json").write_text(
         json.dumps(
             {
-                "label": optimizer, "seed": seed, "overrides": [f"optimizer={optimizer}", f"seed={seed}", "x=1"],
-                "final_val_loss": loss, "tokens_per_s": 1000.0 + seed, "peak_memory_bytes": 2**20,
-                "optimizer_state_bytes": 2**20, "state_vs_adamw": 0.5,
-                "train_curve": [[1, 3.0], [2, loss]], "val_curve": [[2, loss]],
+                "label": optimizer,
+                "seed": seed,
+                "overrides": [f"optimizer={optimizer}", f"seed={seed}", "x=1"],
+                "final_val_loss": loss,
+                "tokens_per_s": 1000.0 + seed,
+                "peak_memory_bytes": 2**20,
+                "optimizer_state_bytes": 2**20,
+                "state_vs_adamw": 0.5,
+                "train_curve": [[1, 3.0], [2, loss]],
+                "val_curve": [[2, loss]],
             }
         )
     )
@@ -55,7 +61,14 @@ def test_lam_compare_cli(tmp_path, capsys):
 def test_multirun_then_compare(tmp_path, tiny):
     sweep = tmp_path / "sweep"
     proc = run_lam_train(
-        ["-m", "optimizer=adam_mini,adamw", "seed=0,1", *tiny, "trainer.max_steps=3", f"hydra.sweep.dir={sweep}"],
+        [
+            "-m",
+            "optimizer=adam_mini,adamw",
+            "seed=0,1",
+            *tiny,
+            "trainer.max_steps=3",
+            f"hydra.sweep.dir={sweep}",
+        ],
         cwd=tmp_path,
         timeout=600,
     )

@@ -29,9 +29,7 @@ def test_every_group_has_the_required_options():
     assert group_options("data") and group_options("experiment")
 
 
-@pytest.mark.parametrize(
-    "override", [f"{g}={o}" for g in GROUPS for o in group_options(g)]
-)
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in GROUPS for o in group_options(g)])
 def test_every_option_composes(override):
     extra = ["partition.path=plan.yaml"] if override == "partition=pinned" else []
     cfg = compose_train([override, *extra])

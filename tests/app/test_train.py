@@ -58,7 +58,7 @@ def test_lam_train_fsdp2_on_two_cpu_processes(tmp_path, tiny):
 def _train_in_process(overrides, run_dir):
     """train(cfg) with a Hydra context, as lam-train calls it (no subprocess)."""
     register_configs()
-    with initialize_config_module("lightning_adam_mini.configs", version_base="1.3"):
+    with initialize_config_module("lightning_adam_mini.app.configs", version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
     with read_write(cfg.hydra.runtime):
         cfg.hydra.runtime.output_dir = str(run_dir)

@@ -10,13 +10,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_adam_mini import adam_mini_optimizers
-from lightning_adam_mini.models import GPT, GPTConfig, Llama, LlamaConfig
+from lightning_adam_mini.app.models import GPT, GPTConfig, Llama, LlamaConfig
 
 CFG = LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=16)
 # Sizes that shard unevenly over 2 ranks along dim 0: 63-token tables (32 | 31 rows), a query head
 # (rows 8..15 of 24) and the only key head (rows 0..7 of 8) cut by the shard boundary, norms
 # (one block each) split in two.
-ODD_LLAMA = LlamaConfig(vocab_size=63, dim=24, n_layers=1, n_heads=3, n_kv_heads=1, hidden_dim=40, max_seq_len=16)
+ODD_LLAMA = LlamaConfig(
+    vocab_size=63, dim=24, n_layers=1, n_heads=3, n_kv_heads=1, hidden_dim=40, max_seq_len=16
+)
 # GPT-2 layout: Conv1D weights (output neurons are dim-1 columns of a Shard(0) tensor), fused
 # q|k|v segments, biases (element-wise), tied head.
 ODD_GPT = GPTConfig(vocab_size=63, block_size=16, n_layer=1, n_head=3, n_embd=24)
@@ -24,7 +26,11 @@ T = 8  # tokens per sequence
 
 
 def build_model(arch: str) -> torch.nn.Module:
-    return {"llama": lambda: Llama(CFG), "odd_llama": lambda: Llama(ODD_LLAMA), "odd_gpt": lambda: GPT(ODD_GPT)}[arch]()
+    return {
+        "llama": lambda: Llama(CFG),
+        "odd_llama": lambda: Llama(ODD_LLAMA),
+        "odd_gpt": lambda: GPT(ODD_GPT),
+    }[arch]()
 
 
 class Tokens(Dataset):

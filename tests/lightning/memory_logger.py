@@ -30,5 +30,8 @@ class MemoryLogger(Logger):
         pass
 
     def with_prefix(self, prefix: str) -> list[tuple[int | None, dict[str, float]]]:
-        return [(s, {k: v for k, v in m.items() if k.startswith(prefix)}) for s, m in self.history
-                if any(k.startswith(prefix) for k in m)]
+        return [
+            (s, {k: v for k, v in m.items() if k.startswith(prefix)})
+            for s, m in self.history
+            if any(k.startswith(prefix) for k in m)
+        ]

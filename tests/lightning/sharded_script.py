@@ -24,7 +24,10 @@ CASES = {
     "bias": ((7,), BlockLayout.element()),
     "one_row": ((1, 4), BlockLayout.rows(0)),  # rank 1's shard is empty
     "experts": ((3, 4, 6), BlockLayout.rows(1, batch_axes=(0,))),  # per (expert, neuron)
-    "segments": ((30, 4), BlockLayout.segmented([Segment(12, 4, "q"), Segment(6, 6, "k"), Segment(12, 1, "v")])),
+    "segments": (
+        (30, 4),
+        BlockLayout.segmented([Segment(12, 4, "q"), Segment(6, 6, "k"), Segment(12, 1, "v")]),
+    ),
     "interleaved": ((12, 4), BlockLayout.segmented([(2, 2), (4, 1)], repeat=2)),
 }
 STEPS = 3
@@ -35,7 +38,9 @@ def main() -> None:
     mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     torch.manual_seed(0)
     init = {n: torch.randn(shape) for n, (shape, _) in CASES.items()}
-    grads = [{n: torch.randn(shape) * (10.0 ** (i - 1)) for n, (shape, _) in CASES.items()} for i in range(STEPS)]
+    grads = [
+        {n: torch.randn(shape) * (10.0 ** (i - 1)) for n, (shape, _) in CASES.items()} for i in range(STEPS)
+    ]
     plan = PartitionPlan((n, PlanEntry(shape, "other", layout)) for n, (shape, layout) in CASES.items())
 
     full = {n: torch.nn.Parameter(t.clone()) for n, t in init.items()}
@@ -54,7 +59,8 @@ def main() -> None:
     state = opt_sharded.state[sharded["rows_uneven"]]
     checks = {
         "m_is_sharded": isinstance(state["exp_avg"], DTensor) and state["exp_avg"].placements == (Shard(0),),
-        "v_is_full": tuple(state["exp_avg_sq"].shape) == (7, 1) and not isinstance(state["exp_avg_sq"], DTensor),
+        "v_is_full": tuple(state["exp_avg_sq"].shape) == (7, 1)
+        and not isinstance(state["exp_avg_sq"], DTensor),
         "bias_v_is_sharded": isinstance(opt_sharded.state[sharded["bias"]]["exp_avg_sq"], DTensor),
     }
     if dist.get_rank() == 0:

@@ -43,8 +43,9 @@ def test_bind_uses_the_partition_given_at_construction_and_param_groups():
     plan = auto_partition(module, (example_tokens(),))
     decay = [p for p in module.parameters() if p.ndim >= 2]
     no_decay = [p for p in module.parameters() if p.ndim < 2]
-    opt = AdamMini([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                   partition=plan)
+    opt = AdamMini(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], partition=plan
+    )
     opt.bind(module)
     assert opt.plan is plan
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
@@ -72,7 +73,9 @@ def test_state_dict_plan_survives_without_the_top_level_key():
     head = module.model.lm_head.weight
     assert torch.equal(fresh.state[head]["exp_avg"], opt.state[head]["exp_avg"])
 
-    other = opt.plan.replace("model.layers.0.self_attn.q_proj.weight", layout=opt.plan["model.lm_head.weight"].layout)
+    other = opt.plan.replace(
+        "model.layers.0.self_attn.q_proj.weight", layout=opt.plan["model.lm_head.weight"].layout
+    )
     mismatched = AdamMini(module.named_parameters(), partition=other)
     with pytest.raises(PlanMismatchError, match="q_proj"):
         mismatched.load_state_dict(dcp_like)

@@ -60,7 +60,7 @@ def test_logs_step_sizes_and_role_shares_through_the_trainer_logger():
     q = module.model.layers[0].self_attn.q_proj.weight
     state = opt.state[q]
     lr, (_, beta2), eps = float(opt.param_groups[0]["lr"]), opt.defaults["betas"], opt.defaults["eps"]
-    want = lr / ((state["exp_avg_sq"] / (1 - beta2 ** step)).sqrt() + eps)
+    want = lr / ((state["exp_avg_sq"] / (1 - beta2**step)).sqrt() + eps)
     assert last["adam_mini/step_size/query/max"] == pytest.approx(want.max().item(), rel=1e-6)
     assert last["adam_mini/step_size/query/min"] == pytest.approx(want.min().item(), rel=1e-6)
 

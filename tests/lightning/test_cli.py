@@ -100,7 +100,10 @@ def test_optimizer_callable_injection(through_helper):
     args = ["--model.optimizer=lightning_adam_mini.AdamMini", "--model.optimizer.lr=2e-3"]
     args += [f"--model.through_helper={str(through_helper).lower()}"]
     if not through_helper:
-        args += ["--trainer.callbacks+=lightning_adam_mini.AdamMiniCallback", "--trainer.callbacks.show=false"]
+        args += [
+            "--trainer.callbacks+=lightning_adam_mini.AdamMiniCallback",
+            "--trainer.callbacks.show=false",
+        ]
     cli = run_cli(InjectedGPT, *args)
     opt = cli.trainer.optimizers[0]
     assert isinstance(opt, AdamMini) and opt.plan == expected_plan()
@@ -108,8 +111,9 @@ def test_optimizer_callable_injection(through_helper):
 
 
 def test_hydra_partial_optimizer():
-    cfg = OmegaConf.create({"_target_": "lightning_adam_mini.AdamMini", "_partial_": True, "lr": 1e-3,
-                            "weight_decay": 0.1})
+    cfg = OmegaConf.create(
+        {"_target_": "lightning_adam_mini.AdamMini", "_partial_": True, "lr": 1e-3, "weight_decay": 0.1}
+    )
     factory = instantiate(cfg)
     module = LitGPT()
     opt = adam_mini_optimizers(module, optimizer=factory)  # through the helper

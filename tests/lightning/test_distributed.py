@@ -60,8 +60,22 @@ def fsdp2_runs(tmp_path_factory) -> Path:
     uninterrupted; 2 steps + torch.distributed.checkpoint save; resume from it to step 4."""
     out = tmp_path_factory.mktemp("fsdp2")
     run_ranks(
-        ["--run", "fsdp2", "--out", str(out), "--arch", ",".join(FSDP2_ARCHS), "--steps", str(FSDP2_STEPS),
-         "--resume-at", str(FSDP2_RESUME_AT), "--batch", "8", "--n", str(FSDP2_N)],
+        [
+            "--run",
+            "fsdp2",
+            "--out",
+            str(out),
+            "--arch",
+            ",".join(FSDP2_ARCHS),
+            "--steps",
+            str(FSDP2_STEPS),
+            "--resume-at",
+            str(FSDP2_RESUME_AT),
+            "--batch",
+            "8",
+            "--n",
+            str(FSDP2_N),
+        ],
         timeout=240,
     )
     return out
@@ -95,7 +109,10 @@ def test_fsdp2_plan_is_the_unsharded_plan_on_every_rank(fsdp2_runs, arch):
     plans = read_plans(fsdp2_runs, f"run_{arch}")
     assert plans[0] == plans[1] == auto_partition(LitGPT(arch=arch), (example_tokens(),))
     if arch == "odd_llama":  # the geometry this test is about
-        q, k = plans[0]["model.layers.0.self_attn.q_proj.weight"], plans[0]["model.layers.0.self_attn.k_proj.weight"]
+        q, k = (
+            plans[0]["model.layers.0.self_attn.q_proj.weight"],
+            plans[0]["model.layers.0.self_attn.k_proj.weight"],
+        )
         assert (q.shape, q.layout.group, k.shape, k.layout.group) == ((24, 24), 8, (8, 24), 8)
 
 

@@ -19,8 +19,14 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
 def train(*extra: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(SCRIPT), *ARGS, *extra], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *ARGS, *extra],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -28,9 +34,24 @@ def train(*extra: str) -> subprocess.CompletedProcess:
 def test_sigkill_after_checkpoint_then_resume_last_is_bit_identical(tmp_path):
     ckpts = tmp_path / "ckpts"
     victim = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *ARGS, "--out", str(tmp_path), "--tag", "killed",
-         "--ckpt-dir", str(ckpts), "--signal-at", str(KILL_AFTER)],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(SCRIPT),
+            *ARGS,
+            "--out",
+            str(tmp_path),
+            "--tag",
+            "killed",
+            "--ckpt-dir",
+            str(ckpts),
+            "--signal-at",
+            str(KILL_AFTER),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines = []

@@ -91,5 +91,7 @@ def test_flattening_strategies_are_refused_with_advice():
 
     from lightning_adam_mini.lightning.plan_sync import check_strategy
 
-    with pytest.raises(RuntimeError, match="ModelParallelStrategy and apply torch.distributed.fsdp.fully_shard"):
+    with pytest.raises(
+        RuntimeError, match="ModelParallelStrategy and apply torch.distributed.fsdp.fully_shard"
+    ):
         check_strategy(FSDPStrategy())

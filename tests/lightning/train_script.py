@@ -18,9 +18,9 @@ from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lightning_adam_mini import AdamMiniCallback  # noqa: E402
-from lightning_adam_mini.sharded import local_tensor  # noqa: E402
-from tests.lightning.lit_gpt import LitGPT, trainer  # noqa: E402
+from lightning_adam_mini import AdamMiniCallback
+from lightning_adam_mini.sharded import local_tensor
+from tests.lightning.lit_gpt import LitGPT, trainer
 
 
 def full(t: torch.Tensor) -> torch.Tensor:
@@ -50,8 +50,15 @@ class SignalAfterCheckpoint(Callback):
             time.sleep(120)
 
 
-def fit(args: argparse.Namespace, arch: str, steps: int, tag: str, out: Path, resume: str | None = None,
-        save: Path | None = None) -> None:
+def fit(
+    args: argparse.Namespace,
+    arch: str,
+    steps: int,
+    tag: str,
+    out: Path,
+    resume: str | None = None,
+    save: Path | None = None,
+) -> None:
     """One training run; writes ``{tag}_params.pt`` (rank 0), ``{tag}_plan_rank{r}.yaml`` and
     ``{tag}_state_bytes_rank{r}``; saves a checkpoint to ``save`` at the end if given."""
     module = LitGPT(arch=arch, batch_size=args.batch, n=args.n, fsdp=args.run == "fsdp2", weight_decay=0.1)
@@ -90,13 +97,22 @@ def main() -> None:
     ap.add_argument("--arch", default="llama", help="comma-separated: one run each")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8, help="per rank")
-    ap.add_argument("--n", type=int, default=64, help="samples; n = global batch makes every step an epoch "
-                    "(exact resume: Lightning can't resume a plain DataLoader mid-epoch)")
+    ap.add_argument(
+        "--n",
+        type=int,
+        default=64,
+        help="samples; n = global batch makes every step an epoch "
+        "(exact resume: Lightning can't resume a plain DataLoader mid-epoch)",
+    )
     ap.add_argument("--ckpt-dir", default=None, help="save a checkpoint every step here")
     ap.add_argument("--resume", default=None, help="ckpt_path for fit ('last' or a path)")
     ap.add_argument("--signal-at", type=int, default=None)
-    ap.add_argument("--resume-at", type=int, default=None,
-                    help="also train to this step, save, and resume from there to --steps")
+    ap.add_argument(
+        "--resume-at",
+        type=int,
+        default=None,
+        help="also train to this step, save, and resume from there to --steps",
+    )
     ap.add_argument("--tag", default="run")
     args = ap.parse_args()
     out = Path(args.out)

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from lightning_adam_mini.models import Llama, LlamaConfig
+from lightning_adam_mini.app.models import Llama, LlamaConfig
 from partitioners import name_partition
 
 TINY = LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, hidden_dim=48, max_seq_len=16)

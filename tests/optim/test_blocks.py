@@ -22,7 +22,6 @@ def naive_block_ids(layout: BlockLayout, shape) -> torch.Tensor:
                 for r in range(seg.length):
                     row_block.append(first + r // seg.block)
                 first += seg.length // seg.block
-        n_row_blocks = first
     for n, idx in enumerate(itertools.product(*map(range, shape))):
         if layout.kind == "tensor":
             ids[idx] = 0
@@ -65,7 +64,10 @@ def layouts(draw):
         group = draw(st.integers(1, 3))
         shape[axis] = group * draw(st.integers(1, 3))
         return BlockLayout.rows(axis, group=group, batch_axes=batch), tuple(shape)
-    segs = [Segment(b * draw(st.integers(1, 2)), b) for b in draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))]
+    segs = [
+        Segment(b * draw(st.integers(1, 2)), b)
+        for b in draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    ]
     repeat = draw(st.integers(1, 2))
     shape[axis] = repeat * sum(s.length for s in segs)
     return BlockLayout.segmented(segs, axis=axis, repeat=repeat, batch_axes=batch), tuple(shape)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lightning_adam_mini import AdamMini
-from lightning_adam_mini.models import Llama, LlamaConfig
+from lightning_adam_mini.app.models import Llama, LlamaConfig
 
-from .conftest import lm_loss, batch, max_abs_diff, tiny_plan
+from .conftest import batch, lm_loss, max_abs_diff, tiny_plan
 
 adam_mini = pytest.importorskip("adam_mini")
 
@@ -23,12 +23,28 @@ def test_matches_official_adam_mini_on_llama(weight_decay):
     initial = copy.deepcopy(ours)
     plan = tiny_plan(ours)
     # The plan really exercises every official rule: per-head q/k (GQA), per-row, whole, element.
-    assert {e.role for e in plan.values()} == {"embedding", "query", "key", "value", "attn_out", "linear", "norm", "output"}
+    assert {e.role for e in plan.values()} == {
+        "embedding",
+        "query",
+        "key",
+        "value",
+        "attn_out",
+        "linear",
+        "norm",
+        "output",
+    }
     assert str(plan["layers.0.self_attn.k_proj.weight"].layout) == "heads(dim=0, size=8)"
     opt = AdamMini(ours, partition=plan, lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay)
     ref = adam_mini.Adam_mini(
-        theirs.named_parameters(), lr=3e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay,
-        dim=CFG.dim, n_heads=CFG.n_heads, n_kv_heads=CFG.n_kv_heads, verbose=False,
+        theirs.named_parameters(),
+        lr=3e-3,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        weight_decay=weight_decay,
+        dim=CFG.dim,
+        n_heads=CFG.n_heads,
+        n_kv_heads=CFG.n_kv_heads,
+        verbose=False,
     )
     worst = 0.0
     for i in range(20):

@@ -69,7 +69,9 @@ def test_resume_is_bit_identical(exp_avg_dtype):
     ckpt = torch.load(io.BytesIO(blob), weights_only=True)
     resumed = tiny_llama(seed=123)  # different init: everything must come from the checkpoint
     resumed.load_state_dict(ckpt["model"])
-    opt2 = AdamMini(resumed, partition=tiny_plan(resumed), lr=1e-2, weight_decay=0.1, exp_avg_dtype=exp_avg_dtype)
+    opt2 = AdamMini(
+        resumed, partition=tiny_plan(resumed), lr=1e-2, weight_decay=0.1, exp_avg_dtype=exp_avg_dtype
+    )
     opt2.load_state_dict(ckpt["opt"])
     train(resumed, opt2, 5, start=5)
     for a, b in zip(model.parameters(), resumed.parameters()):

@@ -49,27 +49,45 @@ def test_gpt2_conv1d_fused_qkv_tied_head():
     model = build(cfg)
     plan = plan_of(model, ids())
     qkv = BlockLayout.segmented([(D, HEAD, "q"), (D, HEAD, "k"), (D, 1, "v")], axis=1)
-    expect(plan, model, {
-        "wte.weight": ("embedding", ROWS0),  # tied with lm_head: one entry
-        "wpe.weight": ("embedding", ROWS0),
-        "c_attn.weight": ("qkv", qkv),
-        "attn.c_proj.weight": ("attn_out", ROWS1),
-        "c_fc.weight": ("linear", ROWS1),
-        "mlp.c_proj.weight": ("linear", ROWS1),
-        "ln_1.weight": ("norm", NORM), "ln_2.weight": ("norm", NORM), "ln_f.weight": ("norm", NORM),
-        "bias": ("bias", BIAS),
-    })
+    expect(
+        plan,
+        model,
+        {
+            "wte.weight": ("embedding", ROWS0),  # tied with lm_head: one entry
+            "wpe.weight": ("embedding", ROWS0),
+            "c_attn.weight": ("qkv", qkv),
+            "attn.c_proj.weight": ("attn_out", ROWS1),
+            "c_fc.weight": ("linear", ROWS1),
+            "mlp.c_proj.weight": ("linear", ROWS1),
+            "ln_1.weight": ("norm", NORM),
+            "ln_2.weight": ("norm", NORM),
+            "ln_f.weight": ("norm", NORM),
+            "bias": ("bias", BIAS),
+        },
+    )
     assert "lm_head.weight" not in plan
     # the name rules get GPT-2 wrong (Conv1D stores outputs on dim 1; c_attn is fused)
     names = name_partition(model, dim=D, n_heads=HEADS)
-    assert names["transformer.h.0.attn.c_attn.weight"].layout != plan["transformer.h.0.attn.c_attn.weight"].layout
-    assert names["transformer.h.0.mlp.c_fc.weight"].layout == ROWS0 != plan["transformer.h.0.mlp.c_fc.weight"].layout
+    assert (
+        names["transformer.h.0.attn.c_attn.weight"].layout
+        != plan["transformer.h.0.attn.c_attn.weight"].layout
+    )
+    assert (
+        names["transformer.h.0.mlp.c_fc.weight"].layout
+        == ROWS0
+        != plan["transformer.h.0.mlp.c_fc.weight"].layout
+    )
 
 
 def llama_config(layers: int = 2, **kw):
     return transformers.LlamaConfig(
-        num_hidden_layers=layers, hidden_size=D, num_attention_heads=HEADS, num_key_value_heads=2,
-        intermediate_size=128, vocab_size=VOCAB, **kw,
+        num_hidden_layers=layers,
+        hidden_size=D,
+        num_attention_heads=HEADS,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=VOCAB,
+        **kw,
     )
 
 
@@ -117,20 +135,24 @@ def test_bert_masked_lm():
     torch.manual_seed(0)
     model = transformers.BertForMaskedLM(cfg)
     plan = plan_of(model, ids())
-    expect(plan, model, {
-        "embeddings.word_embeddings.weight": ("embedding", ROWS0),  # tied with the decoder
-        "embeddings.position_embeddings.weight": ("embedding", ROWS0),
-        "embeddings.token_type_embeddings.weight": ("embedding", ROWS0),
-        "self.query.weight": ("query", BlockLayout.rows(0, group=HEAD)),
-        "self.key.weight": ("key", BlockLayout.rows(0, group=HEAD)),
-        "self.value.weight": ("value", ROWS0),
-        "attention.output.dense.weight": ("attn_out", ROWS0),
-        "intermediate.dense.weight": ("linear", ROWS0),
-        "output.dense.weight": ("linear", ROWS0),
-        "transform.dense.weight": ("linear", ROWS0),
-        "LayerNorm.weight": ("norm", NORM),
-        "bias": ("bias", BIAS),  # incl. cls.predictions.bias, tied to the decoder bias
-    })
+    expect(
+        plan,
+        model,
+        {
+            "embeddings.word_embeddings.weight": ("embedding", ROWS0),  # tied with the decoder
+            "embeddings.position_embeddings.weight": ("embedding", ROWS0),
+            "embeddings.token_type_embeddings.weight": ("embedding", ROWS0),
+            "self.query.weight": ("query", BlockLayout.rows(0, group=HEAD)),
+            "self.key.weight": ("key", BlockLayout.rows(0, group=HEAD)),
+            "self.value.weight": ("value", ROWS0),
+            "attention.output.dense.weight": ("attn_out", ROWS0),
+            "intermediate.dense.weight": ("linear", ROWS0),
+            "output.dense.weight": ("linear", ROWS0),
+            "transform.dense.weight": ("linear", ROWS0),
+            "LayerNorm.weight": ("norm", NORM),
+            "bias": ("bias", BIAS),  # incl. cls.predictions.bias, tied to the decoder bias
+        },
+    )
 
 
 def test_bert_model_pooler_and_the_fallback_without_inputs():
@@ -149,36 +171,51 @@ def test_bert_model_pooler_and_the_fallback_without_inputs():
 
 
 def test_t5_encoder_decoder():
-    cfg = transformers.T5Config(num_layers=2, d_model=D, d_kv=HEAD, num_heads=HEADS, d_ff=128, vocab_size=VOCAB)
+    cfg = transformers.T5Config(
+        num_layers=2, d_model=D, d_kv=HEAD, num_heads=HEADS, d_ff=128, vocab_size=VOCAB
+    )
     torch.manual_seed(0)
     model = transformers.T5ForConditionalGeneration(cfg)
     plan = plan_of(model, ids(), decoder_input_ids=ids(2, 5))
     heads = BlockLayout.rows(0, group=HEAD)
-    expect(plan, model, {
-        "shared.weight": ("embedding", ROWS0),  # tied input/output embedding
-        "relative_attention_bias.weight": ("embedding", ROWS0),
-        ".q.weight": ("query", heads),
-        ".k.weight": ("key", heads),
-        ".v.weight": ("value", ROWS0),
-        ".o.weight": ("attn_out", ROWS0),
-        "wi.weight": ("linear", ROWS0),
-        "wo.weight": ("linear", ROWS0),
-        "layer_norm.weight": ("norm", NORM),
-    })
+    expect(
+        plan,
+        model,
+        {
+            "shared.weight": ("embedding", ROWS0),  # tied input/output embedding
+            "relative_attention_bias.weight": ("embedding", ROWS0),
+            ".q.weight": ("query", heads),
+            ".k.weight": ("key", heads),
+            ".v.weight": ("value", ROWS0),
+            ".o.weight": ("attn_out", ROWS0),
+            "wi.weight": ("linear", ROWS0),
+            "wo.weight": ("linear", ROWS0),
+            "layer_norm.weight": ("norm", NORM),
+        },
+    )
 
 
 def test_mixtral_experts():
     cfg = transformers.MixtralConfig(
-        num_hidden_layers=2, hidden_size=D, num_attention_heads=HEADS, num_key_value_heads=2,
-        intermediate_size=96, vocab_size=VOCAB, num_local_experts=4,
+        num_hidden_layers=2,
+        hidden_size=D,
+        num_attention_heads=HEADS,
+        num_key_value_heads=2,
+        intermediate_size=96,
+        vocab_size=VOCAB,
+        num_local_experts=4,
     )
     model = build(cfg)
     plan = plan_of(model, ids())
     experts = BlockLayout.rows(1, batch_axes=(0,))  # (expert, output neuron)
-    expect(plan, model, {
-        **LLAMA,
-        "experts.gate_up_proj": ("expert", experts),
-        "experts.down_proj": ("expert", experts),
-        "mlp.gate.weight": ("linear", ROWS0),  # the router
-    })
+    expect(
+        plan,
+        model,
+        {
+            **LLAMA,
+            "experts.gate_up_proj": ("expert", experts),
+            "experts.down_proj": ("expert", experts),
+            "mlp.gate.weight": ("linear", ROWS0),  # the router
+        },
+    )
     assert plan["model.layers.0.mlp.experts.gate_up_proj"].num_blocks == 4 * 2 * 96

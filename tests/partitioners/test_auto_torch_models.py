@@ -38,12 +38,18 @@ def test_nanogpt(attention):
     for i in range(2):
         h = f"transformer.h.{i}."
         want |= {
-            h + "ln_1.weight": ("norm", NORM), h + "ln_1.bias": ("bias", BIAS),
-            h + "attn.c_attn.weight": ("qkv", qkv), h + "attn.c_attn.bias": ("bias", BIAS),
-            h + "attn.c_proj.weight": ("attn_out", ROWS0), h + "attn.c_proj.bias": ("bias", BIAS),
-            h + "ln_2.weight": ("norm", NORM), h + "ln_2.bias": ("bias", BIAS),
-            h + "mlp.c_fc.weight": ("linear", ROWS0), h + "mlp.c_fc.bias": ("bias", BIAS),
-            h + "mlp.c_proj.weight": ("linear", ROWS0), h + "mlp.c_proj.bias": ("bias", BIAS),
+            h + "ln_1.weight": ("norm", NORM),
+            h + "ln_1.bias": ("bias", BIAS),
+            h + "attn.c_attn.weight": ("qkv", qkv),
+            h + "attn.c_attn.bias": ("bias", BIAS),
+            h + "attn.c_proj.weight": ("attn_out", ROWS0),
+            h + "attn.c_proj.bias": ("bias", BIAS),
+            h + "ln_2.weight": ("norm", NORM),
+            h + "ln_2.bias": ("bias", BIAS),
+            h + "mlp.c_fc.weight": ("linear", ROWS0),
+            h + "mlp.c_fc.bias": ("bias", BIAS),
+            h + "mlp.c_proj.weight": ("linear", ROWS0),
+            h + "mlp.c_proj.bias": ("bias", BIAS),
         }
     want |= {"transformer.ln_f.weight": ("norm", NORM), "transformer.ln_f.bias": ("bias", BIAS)}
     assert layouts(plan) == want  # lm_head is tied to wte: not listed twice
@@ -70,14 +76,21 @@ def test_transformer_encoder_layer_packed_in_proj():
     layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
     plan = plan_of(layer, torch.randn(2, 5, 32))
     assert layouts(plan) == {
-        "self_attn.in_proj_weight": ("qkv", BlockLayout.segmented([(32, 8, "q"), (32, 8, "k"), (32, 1, "v")])),
+        "self_attn.in_proj_weight": (
+            "qkv",
+            BlockLayout.segmented([(32, 8, "q"), (32, 8, "k"), (32, 1, "v")]),
+        ),
         "self_attn.in_proj_bias": ("bias", BIAS),
         "self_attn.out_proj.weight": ("attn_out", ROWS0),
         "self_attn.out_proj.bias": ("bias", BIAS),
-        "linear1.weight": ("linear", ROWS0), "linear1.bias": ("bias", BIAS),
-        "linear2.weight": ("linear", ROWS0), "linear2.bias": ("bias", BIAS),
-        "norm1.weight": ("norm", NORM), "norm1.bias": ("bias", BIAS),
-        "norm2.weight": ("norm", NORM), "norm2.bias": ("bias", BIAS),
+        "linear1.weight": ("linear", ROWS0),
+        "linear1.bias": ("bias", BIAS),
+        "linear2.weight": ("linear", ROWS0),
+        "linear2.bias": ("bias", BIAS),
+        "norm1.weight": ("norm", NORM),
+        "norm1.bias": ("bias", BIAS),
+        "norm2.weight": ("norm", NORM),
+        "norm2.bias": ("bias", BIAS),
     }
 
 
@@ -119,7 +132,10 @@ def test_every_spelling():
     model = Spellings()
     plan = plan_of(model, torch.randn(2, 5, 32))
     got = layouts(plan)
-    assert got["qkv"] == ("qkv", BlockLayout.segmented([(6, 6, "q"), (6, 6, "k"), (6, 1, "v")], axis=1, repeat=4))
+    assert got["qkv"] == (
+        "qkv",
+        BlockLayout.segmented([(6, 6, "q"), (6, 6, "k"), (6, 1, "v")], axis=1, repeat=4),
+    )
     assert got["q"] == ("query", BlockLayout.rows(0, group=6))
     assert got["kv"] == ("qkv", BlockLayout.segmented([(6, 6, "k"), (6, 1, "v")]))
     assert got["out"] == ("attn_out", ROWS0)
@@ -185,7 +201,9 @@ def test_user_model_untouched():
     model.transformer.h[0].mlp.c_fc.weight.requires_grad_(False)
     calls = []
     handle = model.register_forward_hook(lambda *a: calls.append(1))
-    before = {n: (p.device, p.dtype, p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()}
+    before = {
+        n: (p.device, p.dtype, p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()
+    }
     buffers = {n: b.clone() for n, b in model.named_buffers()}
     hooks = dict(model._forward_hooks)
     auto_partition(model, (torch.randint(0, 96, (2, 8)),))
@@ -214,4 +232,6 @@ def test_fx_tracer_when_export_refuses(monkeypatch):
         [(64, 16, "q"), (64, 16, "k"), (64, 1, "v")]
     )
     monkeypatch.undo()
-    assert {n: (e.role, e.layout) for n, e in auto_partition(model, (torch.randint(0, 96, (2, 8)),)).items()} == layouts(plan)
+    assert {
+        n: (e.role, e.layout) for n, e in auto_partition(model, (torch.randint(0, 96, (2, 8)),)).items()
+    } == layouts(plan)

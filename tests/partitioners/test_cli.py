@@ -16,7 +16,10 @@ def test_factory_prints_table_and_writes_yaml(tmp_path, capsys):
     out = tmp_path / "plan.yaml"
     assert main(["tests.models.nanogpt:gpt", "--shape", "2,8", "--yaml", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "transformer.h.0.attn.c_attn.weight" in table and "segments(dim=0, (q:64/16 + k:64/16 + v:64/1))" in table
+    assert (
+        "transformer.h.0.attn.c_attn.weight" in table
+        and "segments(dim=0, (q:64/16 + k:64/16 + v:64/1))" in table
+    )
     assert PartitionPlan.from_yaml(out.read_text()) == auto_partition(gpt(), (torch.Size([2, 8]),))
 
 
@@ -31,8 +34,12 @@ def test_rules_file(tmp_path, capsys):
 def test_hugging_face_config_file_built_on_meta(tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.LlamaConfig(
-        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=128, vocab_size=128,
+        num_hidden_layers=2,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=128,
     )
     path = tmp_path / "llama.json"
     path.write_text(json.dumps(cfg.to_dict()))

@@ -29,7 +29,11 @@ def test_module_type_rule_by_class_and_by_name(model, plan):
         for name, p in model.named_parameters():
             if p.ndim == 4:
                 assert plan[name].layout == BlockLayout.tensor()  # the default the rule overrides
-                assert (out[name].role, out[name].layout, out[name].decided_by) == ("conv", BlockLayout.rows(0), "rule")
+                assert (out[name].role, out[name].layout, out[name].decided_by) == (
+                    "conv",
+                    BlockLayout.rows(0),
+                    "rule",
+                )
             else:
                 assert out[name] == plan[name]
 
@@ -43,14 +47,22 @@ def test_glob_rules_apply_in_order_later_wins(plan):
         """
     )
     out = apply_overrides(plan, rules)
-    assert (out["layer4.0.conv1.weight"].role, out["layer4.0.conv1.weight"].layout) == ("other", BlockLayout.tensor())
-    assert (out["layer4.1.conv1.weight"].role, out["layer4.1.conv1.weight"].layout) == ("other", BlockLayout.rows(1))
+    assert (out["layer4.0.conv1.weight"].role, out["layer4.0.conv1.weight"].layout) == (
+        "other",
+        BlockLayout.tensor(),
+    )
+    assert (out["layer4.1.conv1.weight"].role, out["layer4.1.conv1.weight"].layout) == (
+        "other",
+        BlockLayout.rows(1),
+    )
     assert out["layer3.0.conv1.weight"] == plan["layer3.0.conv1.weight"]
 
 
 def test_rules_through_auto_partition(model, plan):
     out = auto_partition(model, IMAGES, overrides=[Rule(match="fc.weight", layout=BlockLayout.tensor())])
-    assert out["fc.weight"].decided_by == "rule" and out.replace("fc.weight", **vars(plan["fc.weight"])) == plan
+    assert (
+        out["fc.weight"].decided_by == "rule" and out.replace("fc.weight", **vars(plan["fc.weight"])) == plan
+    )
 
 
 def test_bad_rules_say_what_to_fix(plan):

@@ -28,9 +28,18 @@ CASES = {
     "odd.weight": PlanEntry((5, 7), "other", BlockLayout.tensor(), "rule"),
 }
 BLOCKS = {
-    "embed.weight": 100, "conv1d.weight": 48, "q.weight": 4, "qkv.weight": 4 + 2 + 8,
-    "vkq.weight": 8 + 4 + 2, "interleaved.weight": 4 * (1 + 1 + 4), "experts.weight": 4 * 24,
-    "experts_t.weight": 4 * 24, "conv.weight": 8, "norm.weight": 1, "lin.bias": 16, "odd.weight": 1,
+    "embed.weight": 100,
+    "conv1d.weight": 48,
+    "q.weight": 4,
+    "qkv.weight": 4 + 2 + 8,
+    "vkq.weight": 8 + 4 + 2,
+    "interleaved.weight": 4 * (1 + 1 + 4),
+    "experts.weight": 4 * 24,
+    "experts_t.weight": 4 * 24,
+    "conv.weight": 8,
+    "norm.weight": 1,
+    "lin.bias": 16,
+    "odd.weight": 1,
 }
 
 
@@ -87,7 +96,10 @@ def test_invalid_layouts_are_rejected():
 def test_check_params_against_a_model():
     model = nn.Linear(4, 3)
     plan = PartitionPlan(
-        {"weight": PlanEntry((3, 4), "linear", BlockLayout.rows(0)), "bias": PlanEntry((3,), "bias", BlockLayout.element())}
+        {
+            "weight": PlanEntry((3, 4), "linear", BlockLayout.rows(0)),
+            "bias": PlanEntry((3,), "bias", BlockLayout.element()),
+        }
     )
     plan.check_params(model.named_parameters())
     with pytest.raises(PlanMismatchError, match="'weight' has shape"):

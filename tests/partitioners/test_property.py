@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from partitioners import BlockLayout, auto_partition
+from partitioners import auto_partition
 
 D = 16
 
@@ -86,6 +86,10 @@ def test_plan_covers_every_trainable_parameter_once(model, seq):
             heads = {m.heads for m in model.modules() if isinstance(m, Attention)}
             assert entry.layout.group in {D // h for h in heads}
     for module in model.modules():
-        if isinstance(module, nn.Linear) and module.weight.requires_grad and module.weight is not model.embed.weight:
+        if (
+            isinstance(module, nn.Linear)
+            and module.weight.requires_grad
+            and module.weight is not model.embed.weight
+        ):
             name = next(n for n, p in model.named_parameters() if p is module.weight)
             assert plan[name].layout.axis == 0 and plan[name].layout.kind == "rows"

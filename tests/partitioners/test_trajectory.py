@@ -63,8 +63,14 @@ def test_auto_plan_trajectory_matches_reference():
     # Adam normalizes that noise into lr-sized steps; in float32 two correct implementations
     # diverge there by ~1e-5. In float64 the noise stays far below the tolerance.
     cfg = transformers.GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        vocab_size=128,
+        n_positions=32,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg).double()
@@ -80,7 +86,5 @@ def test_auto_plan_trajectory_matches_reference():
             net.zero_grad(set_to_none=True)
             net(batch, labels=batch).loss.backward()
             step()
-    worst = max(
-        (a - b).abs().max().item() for a, b in zip(model.parameters(), reference.parameters())
-    )
+    worst = max((a - b).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))
     assert worst <= 1e-6, worst

@@ -119,7 +119,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: Tensor) -> Tensor:
         T = idx.shape[1]
-        if T > self.cfg.block_size:
+        if self.cfg.block_size < T:
             raise ValueError(f"sequence length {T} exceeds block_size={self.cfg.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))

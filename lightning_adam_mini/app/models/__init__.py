@@ -4,4 +4,4 @@ from .convnet import ConvNet, ConvNetConfig
 from .gpt import GPT, GPTConfig
 from .llama import Llama, LlamaConfig
 
-__all__ = ["ConvNet", "ConvNetConfig", "GPT", "GPTConfig", "Llama", "LlamaConfig"]
+__all__ = ["GPT", "ConvNet", "ConvNetConfig", "GPTConfig", "Llama", "LlamaConfig"]

@@ -1,1 +1,0 @@
-"""Hydra config tree of `lam-train` (a package so Hydra can read it as pkg://lightning_adam_mini.configs)."""
