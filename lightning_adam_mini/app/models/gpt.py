@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +110,9 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # tied: named once, as transformer.wte.weight
+        self.lm_head.weight = cast(
+            nn.Embedding, self.transformer["wte"]
+        ).weight  # tied: named once, as transformer.wte.weight
         for m in self.modules():
             if isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
@@ -122,7 +125,8 @@ class GPT(nn.Module):
         if self.cfg.block_size < T:
             raise ValueError(f"sequence length {T} exceeds block_size={self.cfg.block_size}")
         pos = torch.arange(T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
+        t = self.transformer
+        x = t["drop"](t["wte"](idx) + t["wpe"](pos))
+        for block in cast(nn.ModuleList, t["h"]):
             x = block(x)
-        return self.lm_head(self.transformer.ln_f(x))
+        return self.lm_head(t["ln_f"](x))

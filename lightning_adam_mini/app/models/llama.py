@@ -95,6 +95,8 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         freqs = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
         angles = torch.outer(torch.arange(cfg.max_seq_len).float(), freqs)
+        self.cos: Tensor
+        self.sin: Tensor
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
         self.apply(self._init)
