@@ -9,7 +9,6 @@ import torch
 
 from lightning_adam_mini import AdamMini, AdamMiniCallback, auto_partition
 from lightning_adam_mini.lightning import table
-from lightning_adam_mini.lightning.callback import CHECKPOINT_KEY
 from lightning_adam_mini.stats import role_fractions
 from partitioners import BlockLayout, PlanMismatchError
 from tests.lightning.lit_gpt import LitGPT, example_tokens, trainer
@@ -73,23 +72,35 @@ def test_first_training_batch_is_traced_when_there_is_no_example_input():
     assert cb.plan == expected_plan() == t.optimizers[0].plan
 
 
-def test_checkpoint_carries_the_plan_and_a_foreign_plan_is_refused(tmp_path):
+def test_checkpoint_carries_the_plan_once_and_a_foreign_plan_is_refused(tmp_path):
     ckpt = tmp_path / "a.ckpt"
     t = trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)])
     t.fit(LitGPT())
     t.save_checkpoint(ckpt)
     saved = torch.load(ckpt, weights_only=False)
-    assert saved[CHECKPOINT_KEY] == expected_plan().to_dict()
+    (groups,) = [s["param_groups"] for s in saved["optimizer_states"]]
+    assert {n: e for g in groups for n, e in g["partition_plan"].items()} == expected_plan().to_dict()
+    assert "adam_mini_partition_plan" not in saved  # the callback keeps no second copy
 
     # same model, same plan: resumes
     t2 = trainer(max_steps=3, callbacks=[AdamMiniCallback(show=False)])
     t2.fit(LitGPT(), ckpt_path=ckpt)
     assert t2.global_step == 3
 
-    # same weights, another partition (values per row instead of per head): refused, with advice
+    # a checkpoint written before the plan lived in the optimizer state only (with the callback's
+    # own copy under a top-level key) still loads
+    saved["adam_mini_partition_plan"] = expected_plan().to_dict()
+    torch.save(saved, tmp_path / "old.ckpt")
+    t_old = trainer(max_steps=3, callbacks=[AdamMiniCallback(show=False)])
+    t_old.fit(LitGPT(), ckpt_path=tmp_path / "old.ckpt")
+    assert t_old.global_step == 3
+
+    # same weights, another partition (values per row instead of per head): refused
     other = expected_plan().replace("model.layers.0.self_attn.q_proj.weight", layout=BlockLayout.rows(0))
     t3 = trainer(max_steps=3, callbacks=[AdamMiniCallback(partition=other, show=False)])
-    with pytest.raises(PlanMismatchError, match=r"another Adam-mini partition.*q_proj.*Resume with the same"):
+    with pytest.raises(
+        PlanMismatchError, match=r"checkpoint's plan differs at 'model.layers.0.self_attn.q_proj"
+    ):
         t3.fit(LitGPT(), ckpt_path=ckpt)
 
 
