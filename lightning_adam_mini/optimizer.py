@@ -298,16 +298,21 @@ class AdamMini(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict; each param group also carries its params' plan entries (in the
         groups, not beside them, because torch.distributed.checkpoint keeps only "state" and
-        "param_groups")."""
-        self._require_bound("state_dict")
+        "param_groups"). Unbound, it has no state yet: torch's (hyperparameters), or the state
+        loaded before binding."""
+        if self.plan is None:
+            return self._state_to_load if self._state_to_load is not None else super().state_dict()
         sd = super().state_dict()
         for group in sd["param_groups"]:
             group["partition_plan"] = {n: self.plan[n].to_dict() for n in group["param_names"]}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self.plan is None:  # resuming before the first forward: bind() loads it
-            self._state_to_load = state_dict
+        if self.plan is None:  # before the first forward (resuming, or a framework's round trip)
+            if state_dict["state"] or any("partition_plan" in g for g in state_dict["param_groups"]):
+                self._state_to_load = state_dict  # bind() loads (and checks) it
+            else:
+                Optimizer.load_state_dict(self, state_dict)  # hyperparameters only
             return
         state_dict = dict(state_dict)
         groups = [dict(g) for g in state_dict["param_groups"]]
