@@ -132,3 +132,66 @@ def test_an_optimizer_with_its_own_plan_is_what_the_callback_reports():
         trainer(max_steps=1, callbacks=[AdamMiniCallback(partition=expected_plan(), show=False)]).fit(
             LitGPT(optimizer_kwargs={"partition": own})
         )
+
+
+class BoundAtFitStart(LitGPT):
+    """Records whether the optimizer was bound when fit started (the module's hook runs after the
+    callbacks')."""
+
+    def on_fit_start(self) -> None:
+        self.bound_at_fit_start = self.trainer.optimizers[0].is_bound
+
+
+def test_example_input_option_traces_at_setup():
+    given = BoundAtFitStart(example=False)
+    cb = AdamMiniCallback(
+        example_input=(example_tokens(3),), show=False
+    )  # a tuple: unpacked as forward's args
+    trainer(max_steps=2, callbacks=[cb]).fit(given)
+    assert given.bound_at_fit_start and cb.plan == expected_plan()
+
+    without = BoundAtFitStart(example=False)
+    trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)]).fit(without)
+    assert not without.bound_at_fit_start  # traced from the first batch instead
+
+
+class DictBatches(LitGPT):
+    """Batches are dicts, so the default input picker (a tensor, or the first element) can't tell."""
+
+    def train_dataloader(self):
+        loader = super().train_dataloader()
+        collate = loader.collate_fn
+        return torch.utils.data.DataLoader(
+            loader.dataset,
+            batch_size=self.batch_size,
+            collate_fn=lambda items: dict(zip(("tokens", "targets"), collate(items))),
+        )
+
+    def training_step(self, batch, batch_idx):
+        return self.loss((batch["tokens"], batch["targets"]))
+
+
+def test_input_from_batch_picks_the_model_input():
+    picked = []
+
+    def tokens_of(batch):
+        picked.append(batch["tokens"].shape)
+        return batch["tokens"]
+
+    cb = AdamMiniCallback(input_from_batch=tokens_of, show=False)
+    t = trainer(max_steps=2, callbacks=[cb])
+    t.fit(DictBatches(example=False))
+    assert picked == [torch.Size([8, 8])]  # the first batch only
+    assert cb.plan == expected_plan() == t.optimizers[0].plan
+
+    with pytest.raises(TypeError, match=r"batch of type dict.*input_from_batch=lambda batch"):
+        trainer(max_steps=1, callbacks=[AdamMiniCallback(show=False)]).fit(DictBatches(example=False))
+
+
+def test_log_every_n_steps_option_overrides_the_trainer():
+    logger = MemoryLogger()
+    cb = AdamMiniCallback(log_every_n_steps=3, show=False)
+    trainer(max_steps=6, logger=logger, log_every_n_steps=50, callbacks=[cb]).fit(LitGPT())
+    assert [s for s, _ in logger.with_prefix("adam_mini/")] == [3, 6]
+    with pytest.raises(ValueError, match="log_every_n_steps must be >= 1, got 0"):
+        AdamMiniCallback(log_every_n_steps=0)
