@@ -69,11 +69,14 @@ class AdamMiniCallback(Callback):
             )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._optimizers(trainer):
+        adam_minis = self._optimizers(trainer)
+        if not adam_minis:
             raise RuntimeError(
                 "AdamMiniCallback found no AdamMini among the Trainer's optimizers: return "
                 "`adam_mini_optimizers(self, ...)` from configure_optimizers, or remove the callback"
             )
+        if self.plan is None and all(opt.is_bound for opt in adam_minis):
+            self.plan = adam_minis[0].plan  # built with their plan: nothing to trace
         if self.plan is not None:  # else traced on the first batch
             self._bind(trainer, pl_module, self.plan)
 
