@@ -183,13 +183,13 @@ class AdamMini(Optimizer):
         if self.plan is not None:
             return self
         named = name_param_groups(self.param_groups, module)
+        if self._owner_watch is not None:
+            self._owner_watch.close()  # before tracing: the trace's module calls are not the user's
         partition = partition if partition is not None else self._pending_partition
         plan = resolve_plan(module, partition, example_inputs, example_kwargs, strategy=strategy)
         plan.check_params(named, allow_extra=True)
         self.plan = plan
-        if self._owner_watch is not None:
-            self._owner_watch.close()
-            self._owner_watch = None
+        self._owner_watch = None
         if self._state_to_load is not None:
             state_dict, self._state_to_load = self._state_to_load, None
             self.load_state_dict(state_dict)
