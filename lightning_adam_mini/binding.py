@@ -8,6 +8,7 @@ and helper, and by the app. :func:`name_param_groups` names bare tensors after a
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -31,7 +32,7 @@ def resolve_plan(
     a failure on rank 0 is raised on every rank (no rank is left waiting in the broadcast).
     """
     if partition is not None:
-        return load_plan(partition)
+        return load_plan(Path(partition) if isinstance(partition, os.PathLike) else partition)
     if module is None:
         raise ValueError("resolve_plan: give a module to trace, or partition=")
     from .sharded import is_sharded

@@ -23,7 +23,7 @@ from .functional import adam_mini
 from .owner import OwnerWatch
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
-ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
+ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
 
 
 def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:

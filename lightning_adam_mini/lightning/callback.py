@@ -92,26 +92,26 @@ class AdamMiniCallback(Callback):
     def _bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule, plan: PartitionPlan) -> None:
         """Bind unbound optimizers to ``plan``; an optimizer built with its own plan keeps it, and
         the callback reports that one (unless it was given another explicitly)."""
-        self.plan = plan
         for opt in self._optimizers(trainer):
             opt.bind(pl_module, partition=plan)
-            if opt.plan != plan:
+            if opt.plan is not None and opt.plan != plan:
                 if self.partition is not None:
                     raise PlanMismatchError(
                         "AdamMiniCallback(partition=...) differs from the plan the AdamMini optimizer "
                         "was built with: give the partition to one of them only"
                     )
-                self.plan = opt.plan
+                plan = opt.plan
+        self.plan = plan
         if self.show and not self._shown:
             self._shown = True
-            show_plan(self.plan, use_rich=self.rich)
+            show_plan(plan, use_rich=self.rich)
 
     # ---- metrics ------------------------------------------------------------------------
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        every = self.log_every_n_steps or trainer.log_every_n_steps
+        every = self.log_every_n_steps or trainer.log_every_n_steps  # pyright: ignore[reportAttributeAccessIssue]
         if (
             not trainer.loggers
             or step == self._last_logged_step

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import lightning.pytorch as pl
 from torch.optim import Optimizer
@@ -20,14 +20,16 @@ from ..optimizer import AdamMini
 from .callback import AdamMiniCallback
 from .conventions import as_call_args, check_strategy, example_input_of, trainer_of
 
+OptimizerT = TypeVar("OptimizerT", bound=Optimizer)
+
 
 def with_scheduler(
-    optimizer: Optimizer,
+    optimizer: OptimizerT,
     scheduler: Callable[[Optimizer], Any] | None,
     interval: Literal["step", "epoch"] = "step",
     frequency: int = 1,
     monitor: str | None = None,
-) -> Optimizer | dict[str, Any]:
+) -> OptimizerT | dict[str, Any]:
     """What ``configure_optimizers`` returns: the optimizer alone, or with ``scheduler(optimizer)``
     in Lightning's ``{"optimizer": ..., "lr_scheduler": {...}}`` format."""
     if scheduler is None:
@@ -96,7 +98,8 @@ def adam_mini_optimizers(
     else:
         opt = AdamMini(params, lr, betas, eps, weight_decay, **adam_mini_kwargs)
 
-    callbacks = trainer.callbacks if trainer is not None else []
+    # Trainer.callbacks is set by its callback connector, so type checkers don't see it
+    callbacks = trainer.callbacks if trainer is not None else []  # pyright: ignore[reportAttributeAccessIssue]
     callback = next((cb for cb in callbacks if isinstance(cb, AdamMiniCallback)), None)
     plan = partition if partition is not None or callback is None else callback.plan
     example = example_input if example_input is not None else example_input_of(module)

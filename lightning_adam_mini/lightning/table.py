@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning_utilities.core.imports import RequirementCache
 
 from partitioners import PartitionPlan

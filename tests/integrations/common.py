@@ -16,7 +16,7 @@ CFG = LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, hi
 LR, WEIGHT_DECAY, STEPS = 1e-2, 0.1, 3
 
 
-def tiny_llama() -> nn.Module:
+def tiny_llama() -> Llama:
     torch.manual_seed(0)
     return Llama(CFG)
 

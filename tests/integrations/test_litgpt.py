@@ -33,7 +33,8 @@ class Counting(DataModule):
     def _loader(self, seed: int) -> DataLoader:
         g = torch.Generator().manual_seed(seed)
         start = torch.randint(0, 64, (32, 1), generator=g)
-        return DataLoader((start + torch.arange(self.length)) % 64, batch_size=self.batch_size)
+        sequences = list((start + torch.arange(self.length)) % 64)
+        return DataLoader(sequences, batch_size=self.batch_size)  # pyright: ignore[reportArgumentType]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(0)

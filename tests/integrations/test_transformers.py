@@ -66,7 +66,7 @@ def test_trainer_with_optimizer_cls_and_kwargs(tmp_path):
         optimizer_cls_and_kwargs=(AdamMini, {"lr": LR}),
     )
     trainer.train()
-    opt = trainer.optimizer.optimizer  # accelerate's AcceleratedOptimizer around it
+    opt = trainer.optimizer.optimizer  # pyright: ignore[reportAttributeAccessIssue]  (accelerate's wrapper)
     assert isinstance(opt, AdamMini) and len(opt.param_groups) == 2
     assert [g["weight_decay"] for g in opt.param_groups] == [WEIGHT_DECAY, 0.0]
 
