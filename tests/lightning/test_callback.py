@@ -113,14 +113,26 @@ def test_callback_without_an_adam_mini_says_so():
         trainer(max_steps=1, callbacks=[AdamMiniCallback()]).fit(WithAdamW())
 
 
-def test_resume_without_example_input_binds_the_saved_plan_then_checks_the_first_batch(tmp_path):
+def test_resume_without_example_input_loads_the_state_when_the_first_batch_binds(tmp_path):
+    """The optimizer state is restored before any batch, while the optimizer is still unbound: it
+    is kept, then loaded (and its plan checked) when the first batch binds the optimizer."""
     t = trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)])
     t.fit(LitGPT(example=False, n=16, batch_size=16))
     t.save_checkpoint(tmp_path / "a.ckpt")
     cb = AdamMiniCallback(show=False)
     t2 = trainer(max_steps=4, callbacks=[cb])
-    t2.fit(LitGPT(example=False, n=16, batch_size=16), ckpt_path=tmp_path / "a.ckpt")
-    assert t2.global_step == 4 and cb.plan == expected_plan() == t2.optimizers[0].plan
+    module = LitGPT(example=False, n=16, batch_size=16)
+    t2.fit(module, ckpt_path=tmp_path / "a.ckpt")
+    opt = t2.optimizers[0]
+    assert t2.global_step == 4 and cb.plan == expected_plan() == opt.plan
+    assert all(float(opt.state[p]["step"]) == 4 for p in module.parameters())  # 2 loaded + 2 trained
+
+    other = expected_plan().replace("model.layers.0.self_attn.q_proj.weight", layout=BlockLayout.rows(0))
+    t3 = trainer(max_steps=4, callbacks=[AdamMiniCallback(partition=other, show=False)])
+    with pytest.raises(
+        PlanMismatchError, match="checkpoint's plan differs at 'model.layers.0.self_attn.q_proj"
+    ):
+        t3.fit(LitGPT(example=False, n=16, batch_size=16), ckpt_path=tmp_path / "a.ckpt")
 
 
 def test_an_optimizer_with_its_own_plan_is_what_the_callback_reports():
