@@ -79,11 +79,12 @@ class OwnerWatch:
 
     def __init__(self, params: Iterable[Tensor]) -> None:
         self._ids = frozenset(id(p) for p in params)
-        self._held: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+        # by id, not by module: a module class with its own __eq__ may be unhashable
+        self._held: dict[int, int] = {}
         self._stack: list[nn.Module] = []  # owning calls in progress (strong only during a call)
         self._chain: dict[int, OwningCall] = {}  # depth -> first owning call at that depth
         self._owners: list[OwningCall] = []
-        self._partial: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+        self._partial: list[weakref.ref[nn.Module]] = []  # modules holding some of them
         self._calls = 0
         self._handles = [
             register_module_forward_pre_hook(self._before_call),
@@ -99,10 +100,12 @@ class OwnerWatch:
 
     # ---- hooks --------------------------------------------------------------------------------
     def _count_held(self, module: nn.Module) -> int:
-        held = self._held.get(module)
+        held = self._held.get(id(module))
         if held is None:
             held = sum(1 for p in module.parameters() if id(p) in self._ids)
-            self._held[module] = held
+            self._held[id(module)] = held
+            if held and held < len(self._ids):
+                self._partial.append(weakref.ref(module))
         return held
 
     def _before_call(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -110,8 +113,6 @@ class OwnerWatch:
         held = self._count_held(module)
         if held == len(self._ids):
             self._stack.append(module)
-        elif held and not self._stack:
-            self._partial.add(module)
 
     def _after_call(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
@@ -165,7 +166,8 @@ class OwnerWatch:
                 f"{where} and no module was called before its first step, so it can't tell which "
                 "model they belong to. Run the model's forward before optimizer.step(), or: " + _HOW_TO_BIND
             )
-        partial = [m for m in self._partial if not any(o is not m and _contains(o, m) for o in self._partial)]
+        holders = [m for m in (ref() for ref in self._partial) if m is not None]
+        partial = [m for m in holders if not any(o is not m and _contains(o, m) for o in holders)]
         if partial:
             parts = ", ".join(f"{type(m).__name__} ({self._count_held(m)})" for m in partial)
             raise OwnerNotFoundError(
