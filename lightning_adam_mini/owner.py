@@ -31,8 +31,8 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils import _pytree as pytree
 
 _HOW_TO_BIND = (
-    "Bind it yourself before the first step: optimizer.bind(model, example_inputs=(x,)) (or build "
-    "AdamMini(model, example_inputs=(x,))); in a Lightning Trainer, add "
+    "Bind it yourself before the first step: optimizer.bind(model), with example_inputs=(x,) to "
+    "trace it (or build AdamMini(model, example_inputs=(x,))); in a Lightning Trainer, add "
     "lightning_adam_mini.AdamMiniCallback() to its callbacks"
 )
 
