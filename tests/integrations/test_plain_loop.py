@@ -177,3 +177,26 @@ def test_explicit_bind_takes_precedence_and_removes_the_hooks():
     plan = _plan().replace("layers.0.self_attn.q_proj.weight", layout=_plan()["norm.weight"].layout)
     opt.bind(model, partition=plan)
     assert hooks_installed() == before and opt.plan is plan
+
+
+def test_a_ddp_wrapped_model_is_named_after_the_network():
+    """DistributedDataParallel (one gloo rank) holds the network as ``module``: looked through, so
+    the plan is the network's and the training the bound optimizer's."""
+    from tests.lightning.distributed import free_port
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    try:
+        model = tiny_llama()
+        opt = AdamMini(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        for x, y in batches():
+            opt.zero_grad()
+            loss_of(ddp, x, y).backward()
+            opt.step()
+    finally:
+        torch.distributed.destroy_process_group()
+    reference, explicit = explicitly_bound_run()
+    assert opt.plan == explicit.plan
+    assert_same_params(model, reference)
