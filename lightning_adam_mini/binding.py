@@ -1,15 +1,65 @@
-"""Names for parameters given without them (``AdamMini(model.parameters())``).
+"""How an optimizer gets its plan and its parameter names: the one path every caller takes.
 
-Frameworks that build optimizers generically (LightningCLI, ``OptimizerCallable``, Hydra's
-``_partial_``) pass bare tensors. The optimizer then waits until it knows the module: the names
-come from matching each tensor, by identity, with ``module.named_parameters()``.
+:func:`resolve_plan` is the only way a plan is made for an optimizer: by ``AdamMini`` itself (from
+the model, at ``bind()``, or from the forward it saw, see :mod:`.owner`), by the Lightning callback
+and helper, and by the app. :func:`name_param_groups` names bare tensors after a module.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
+
+from partitioners import PartitionPlan, auto_partition, load_plan
+from partitioners.param_names import first_names
+
+
+def resolve_plan(
+    module: nn.Module | None,
+    partition: PartitionPlan | str | os.PathLike | None = None,
+    example_inputs: tuple[Any, ...] | None = None,
+    example_kwargs: dict[str, Any] | None = None,
+    *,
+    strategy: Any = None,
+) -> PartitionPlan:
+    """``partition`` as given (a plan, or a YAML path), else ``auto_partition(module, ...)``.
+
+    With a ``strategy`` (Lightning's or Fabric's: ``global_rank`` and ``broadcast``) the module is
+    traced on global rank 0 only and the plan broadcast, so every rank holds the identical plan;
+    a failure on rank 0 is raised on every rank (no rank is left waiting in the broadcast).
+    """
+    if partition is not None:
+        return load_plan(Path(partition) if isinstance(partition, os.PathLike) else partition)
+    if module is None:
+        raise ValueError("resolve_plan: give a module to trace, or partition=")
+    from .sharded import is_sharded
+
+    if any(is_sharded(p) for p in module.parameters()):
+        raise RuntimeError(
+            "AdamMini: the module's parameters are already sharded (DTensor), so its plan can't be "
+            "traced from them. Trace it before sharding: in Lightning add "
+            "lightning_adam_mini.AdamMiniCallback() with `example_input_array` set (it traces in "
+            "`setup`, before `configure_model`), or pass partition= (a plan made before sharding)"
+        )
+    if strategy is None:
+        return auto_partition(module, example_inputs, example_kwargs)
+    payload: Any = None
+    if strategy.global_rank == 0:
+        try:
+            payload = auto_partition(module, example_inputs, example_kwargs).to_dict()
+        except Exception as err:  # re-raised on every rank below
+            payload = f"{type(err).__name__}: {err}"
+    payload = strategy.broadcast(payload, src=0)
+    if isinstance(payload, str):
+        raise RuntimeError(
+            f"AdamMini: auto_partition failed on rank 0 ({payload}). Check that the example input "
+            "(example_input_array, or AdamMiniCallback(example_input=...)) is what forward() takes, "
+            "or pass a pinned plan: partition=<PartitionPlan or YAML path>"
+        )
+    return PartitionPlan.from_dict(payload)
 
 
 def name_param_groups(param_groups: list[dict[str, Any]], module: nn.Module) -> list[tuple[str, Tensor]]:
@@ -17,9 +67,7 @@ def name_param_groups(param_groups: list[dict[str, Any]], module: nn.Module) -> 
 
     Raises ``ValueError`` naming the first tensor that is not one of ``module``'s parameters.
     """
-    names: dict[int, str] = {}
-    for name, p in module.named_parameters():
-        names.setdefault(id(p), name)
+    names = first_names(module)
     resolved = []
     for group in param_groups:
         group_names = []

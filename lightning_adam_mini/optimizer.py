@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -14,14 +15,15 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from partitioners import PartitionPlan, PlanMismatchError, auto_partition, load_plan
+from partitioners import PartitionPlan, PlanMismatchError
 
-from .binding import name_param_groups
+from .binding import name_param_groups, resolve_plan
 from .blocks import BlockReduction, v_dtype
 from .functional import adam_mini
+from .owner import OwnerWatch
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
-ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
+ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
 
 
 def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
@@ -58,8 +60,10 @@ class AdamMini(Optimizer):
     Args:
         params: the model (its trainable parameters are optimized), ``model.named_parameters()``,
             or named param groups (dicts whose ``"params"`` are ``(name, param)`` pairs). Bare
-            tensors (``model.parameters()``, as LightningCLI passes) make an *unbound* optimizer:
-            call :meth:`bind` with the module before the first step.
+            tensors or groups of them (``model.parameters()``, as LightningCLI, litgpt, the
+            Hugging Face ``Trainer``, Fabric and accelerate pass them) make an optimizer that binds
+            itself at its first step to the module whose forward it saw use them (see
+            :mod:`lightning_adam_mini.owner`); :meth:`bind` binds it explicitly before that.
         lr, betas, eps, weight_decay: as in ``torch.optim.AdamW`` (decoupled weight decay, applied
             only to parameters with two or more dimensions).
         partition: a :class:`~partitioners.PartitionPlan` or the path of a pinned YAML plan.
@@ -102,6 +106,11 @@ class AdamMini(Optimizer):
         self._update = torch.compile(adam_mini, fullgraph=True) if compile else adam_mini
         self._compiled = compile
         self._reductions: dict[str, BlockReduction] = {}
+        self._owner_watch: OwnerWatch | None = None
+        self._state_to_load: dict[str, Any] | None = None  # loaded before bind(): applied by it
+        if self.plan is None:
+            self._owner_watch = OwnerWatch(p for g in self.param_groups for p in g["params"])
+            weakref.finalize(self, self._owner_watch.close)
 
     # ---- construction -------------------------------------------------------------------
     @staticmethod
@@ -109,11 +118,7 @@ class AdamMini(Optimizer):
         """Named param groups, the flat (name, param) list, and the plan."""
         if isinstance(params, nn.Module):
             named = [(n, p) for n, p in params.named_parameters() if p.requires_grad]
-            if partition is not None:
-                plan = load_plan(partition)
-            else:
-                plan = auto_partition(params, example_inputs, example_kwargs)
-            return [{"params": named}], named, plan
+            return [{"params": named}], named, resolve_plan(params, partition, example_inputs, example_kwargs)
         items = list(params)
         if not items:
             raise ValueError("AdamMini got an empty parameter list")
@@ -139,7 +144,7 @@ class AdamMini(Optimizer):
                 "AdamMini: with named parameters (not the model) pass partition= (a PartitionPlan, "
                 "e.g. partitioners.auto_partition(model, example_inputs), or a YAML path)"
             )
-        return groups, named, load_plan(partition)
+        return groups, named, resolve_plan(None, partition)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         for key in ("lr", "betas", "eps", "weight_decay"):
@@ -167,30 +172,37 @@ class AdamMini(Optimizer):
         partition: PartitionPlan | str | os.PathLike | None = None,
         example_inputs: tuple[Any, ...] | None = None,
         example_kwargs: dict[str, Any] | None = None,
+        *,
+        strategy: Any = None,
     ) -> AdamMini:
-        """Name the bare parameters after ``module.named_parameters()`` and set the plan: the given
-        ``partition`` (or the one given at construction), else ``auto_partition(module, ...)``.
-        A bound optimizer is returned unchanged."""
+        """Name the bare parameters after ``module.named_parameters()`` and set the plan
+        (:func:`~lightning_adam_mini.binding.resolve_plan`): the given ``partition`` (or the one
+        given at construction), else ``auto_partition(module, example_inputs, example_kwargs)``,
+        traced on rank 0 of ``strategy`` if given. Takes precedence over self-binding; a state
+        loaded before binding is applied now. A bound optimizer is returned unchanged."""
         if self.plan is not None:
             return self
         named = name_param_groups(self.param_groups, module)
+        if self._owner_watch is not None:
+            self._owner_watch.close()  # before tracing: the trace's module calls are not the user's
         partition = partition if partition is not None else self._pending_partition
-        if partition is not None:
-            plan = load_plan(partition)
-        else:
-            plan = auto_partition(module, example_inputs, example_kwargs)
+        plan = resolve_plan(module, partition, example_inputs, example_kwargs, strategy=strategy)
         plan.check_params(named, allow_extra=True)
         self.plan = plan
+        self._owner_watch = None
+        if self._state_to_load is not None:
+            state_dict, self._state_to_load = self._state_to_load, None
+            self.load_state_dict(state_dict)
         return self
 
     def _require_bound(self, what: str) -> None:
-        if self.plan is None:
-            raise RuntimeError(
-                f"AdamMini.{what}: this optimizer was built from bare tensors (model.parameters(), as "
-                "LightningCLI passes them) and has no names or plan yet. Call optimizer.bind(model) "
-                "first, or with Lightning add lightning_adam_mini.AdamMiniCallback() to the Trainer's "
-                "callbacks (it binds at fit start)"
-            )
+        """Bind to the module whose forward used the parameters, if not bound yet (see
+        :mod:`.owner`); raises :class:`~.owner.OwnerNotFoundError` when that can't be told."""
+        if self.plan is not None:
+            return
+        assert self._owner_watch is not None  # every unbound optimizer watches
+        module, args, kwargs = self._owner_watch.owner(what)
+        self.bind(module, example_inputs=args, example_kwargs=kwargs)
 
     # ---- state --------------------------------------------------------------------------
     def _reduction(self, p: Tensor, name: str) -> BlockReduction:
@@ -246,11 +258,11 @@ class AdamMini(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One optimization step; ``closure`` (re-evaluating the loss) runs eagerly first."""
-        self._require_bound("step")
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._require_bound("step")  # after the closure: its forward may be the first one
         tensor_lr = self._compiled or torch.compiler.is_compiling()
         for group in self.param_groups:
             names: list[str] = []
@@ -286,15 +298,22 @@ class AdamMini(Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict; each param group also carries its params' plan entries (in the
         groups, not beside them, because torch.distributed.checkpoint keeps only "state" and
-        "param_groups")."""
-        self._require_bound("state_dict")
+        "param_groups"). Unbound, it has no state yet: torch's (hyperparameters), or the state
+        loaded before binding."""
+        if self.plan is None:
+            return self._state_to_load if self._state_to_load is not None else super().state_dict()
         sd = super().state_dict()
         for group in sd["param_groups"]:
             group["partition_plan"] = {n: self.plan[n].to_dict() for n in group["param_names"]}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._require_bound("load_state_dict")
+        if self.plan is None:  # before the first forward (resuming, or a framework's round trip)
+            if state_dict["state"] or any("partition_plan" in g for g in state_dict["param_groups"]):
+                self._state_to_load = state_dict  # bind() loads (and checks) it
+            else:
+                Optimizer.load_state_dict(self, state_dict)  # hyperparameters only
+            return
         state_dict = dict(state_dict)
         groups = [dict(g) for g in state_dict["param_groups"]]
         group_plans = [g.pop("partition_plan", None) for g in groups]

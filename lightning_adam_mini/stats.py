@@ -20,6 +20,8 @@ from partitioners import PartitionPlan
 from .optimizer import AdamMini
 from .sharded import local_tensor
 
+MiB = 2**20
+
 
 def optimizer_state_bytes(optimizers: Iterable[Optimizer]) -> int:
     """Bytes of the tensors the optimizers keep in ``state`` (moments and step counters)."""
@@ -32,13 +34,19 @@ def optimizer_state_bytes(optimizers: Iterable[Optimizer]) -> int:
     )
 
 
+def role_counts(plan: PartitionPlan) -> dict[str, tuple[int, int]]:
+    """``role -> (parameter elements, blocks)``, roles in plan order."""
+    counts: dict[str, tuple[int, int]] = {}
+    for entry in plan.values():
+        numel, blocks = counts.get(entry.role, (0, 0))
+        counts[entry.role] = (numel + torch.Size(entry.shape).numel(), blocks + entry.num_blocks)
+    return counts
+
+
 def role_fractions(plan: PartitionPlan) -> dict[str, float]:
     """Fraction of all planned parameter elements held by each role."""
     total = plan.num_params or 1
-    counts: dict[str, int] = defaultdict(int)
-    for entry in plan.values():
-        counts[entry.role] += torch.Size(entry.shape).numel()
-    return {role: n / total for role, n in counts.items()}
+    return {role: numel / total for role, (numel, _) in role_counts(plan).items()}
 
 
 @torch.no_grad()

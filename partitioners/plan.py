@@ -34,6 +34,9 @@ ROLES = (
     "other",  # not explained by the graph
 )
 
+#: Columns of the plan table (:meth:`PartitionPlan.rows`).
+COLUMNS = ("param", "shape", "role", "layout", "#blocks", "decided-by")
+
 #: Methods that can decide an entry, most to least trustworthy.
 METHODS = ("export", "fx", "structure", "names", "rule", "manual")
 
@@ -199,7 +202,7 @@ class PartitionPlan(Mapping[str, PlanEntry]):
         return f"{len(self)} tensors, {n:,} params, {b:,} v values ({frac:.4%} of AdamW's v)"
 
     def __str__(self) -> str:
-        header = ("param", "shape", "role", "layout", "#blocks", "decided-by")
+        header = COLUMNS
         rows = self.rows()
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]

@@ -22,10 +22,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ..stats import MiB
 from .plot import plot_loss_curves
 
 log = logging.getLogger(__name__)
-MiB = 2**20
 
 #: (column, metrics.json key, scale, format)
 COLUMNS = (

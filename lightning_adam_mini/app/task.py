@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from partitioners import PartitionPlan
 
 from ..lightning import adam_mini_optimizers
+from ..lightning.optimizers import with_scheduler
 from .plans import PlanFactory, auto_plan, baseline_optimizer, uses_plan
 
 
@@ -117,8 +118,4 @@ class CrossEntropyTask(L.LightningModule):
                 partition=self.module_plan(),
                 scheduler=self.scheduler_factory,
             )
-        optimizer = baseline_optimizer(self.optimizer_factory, self.net)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return with_scheduler(baseline_optimizer(self.optimizer_factory, self.net), self.scheduler_factory)

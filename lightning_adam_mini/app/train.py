@@ -24,13 +24,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..lightning import AdamMiniCallback
+from ..stats import MiB
 from .plot import plot_loss_curves
 from .run_summary import RunSummary
 from .schema import register_configs
 from .task import CrossEntropyTask
 
 log = logging.getLogger(__name__)
-MiB = 2**20
 
 register_configs()
 
@@ -60,8 +60,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     callbacks = _instantiate_all(cfg.get("callbacks"))
-    if task.uses_plan:  # shows the plan table, logs per-role step sizes, keeps the plan in checkpoints
-        callbacks.append(AdamMiniCallback(partition=task.module_plan()))
+    if task.uses_plan:  # shows the optimizer's plan table, logs per-role step sizes
+        callbacks.append(AdamMiniCallback())
     summary_cb = next((c for c in callbacks if isinstance(c, RunSummary)), None)
     if summary_cb is None:
         summary_cb = RunSummary()

@@ -1,4 +1,4 @@
-"""``AdamMiniCallback``: the plan at fit start, per-step Adam-mini metrics, the plan in checkpoints."""
+"""``AdamMiniCallback``: the plan at fit start, shown once, and per-step Adam-mini metrics."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from partitioners import PartitionPlan, PlanMismatchError, load_plan
+from partitioners import PartitionPlan, PlanMismatchError
 
+from ..binding import resolve_plan
 from ..optimizer import AdamMini
 from ..stats import step_size_stats
-from .plan_sync import example_input_of, first_input_of, plan_for_module
+from .conventions import as_call_args, check_strategy, example_input_of, first_input_of
 from .table import show_plan
-
-CHECKPOINT_KEY = "adam_mini_partition_plan"
 
 
 class AdamMiniCallback(Callback):
@@ -31,7 +30,9 @@ class AdamMiniCallback(Callback):
     * every ``log_every_n_steps`` optimizer steps (default: the Trainer's), logs through the
       Trainer's loggers ``adam_mini/step_size/{role}/{min,median,max}`` (``lr / (sqrt(v_hat) + eps)``
       over the role's blocks) and ``adam_mini/params/{role}`` (share of the parameters).
-    * checkpoints carry the plan; resuming from one made with another plan is refused.
+
+    Checkpoints carry the plan in the optimizer state (one copy); resuming with another plan is
+    refused by :meth:`AdamMini.load_state_dict`.
     """
 
     def __init__(
@@ -51,8 +52,8 @@ class AdamMiniCallback(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.show = show
         self.rich = rich
+        #: the plan in use: traced or given, then the optimizer's once bound
         self.plan: PartitionPlan | None = None
-        self._saved_plan: PartitionPlan | None = None  # from a checkpoint, until the plan is known
         self._shown = False
         self._last_logged_step = -1
 
@@ -60,12 +61,12 @@ class AdamMiniCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.plan is not None:
             return
-        if self.partition is not None:
-            self.plan = load_plan(self.partition)
-            return
+        check_strategy(trainer.strategy)
         example = self.example_input if self.example_input is not None else example_input_of(pl_module)
-        if example is not None:
-            self.plan = plan_for_module(pl_module, example, trainer.strategy)
+        if self.partition is not None or example is not None:
+            self.plan = resolve_plan(
+                pl_module, self.partition, *as_call_args(example), strategy=trainer.strategy
+            )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         adam_minis = self._optimizers(trainer)
@@ -74,43 +75,43 @@ class AdamMiniCallback(Callback):
                 "AdamMiniCallback found no AdamMini among the Trainer's optimizers: return "
                 "`adam_mini_optimizers(self, ...)` from configure_optimizers, or remove the callback"
             )
-        plan = self.plan or self._saved_plan
-        if plan is None:
-            return  # traced on the first batch
-        self._bind(trainer, pl_module, plan)
-        if self.plan is not None:
-            self._check_plan(trainer, self._saved_plan)
-            self._show()
+        if self.plan is None and all(opt.is_bound for opt in adam_minis):
+            self.plan = adam_minis[0].plan  # built with their plan: nothing to trace
+        if self.plan is not None:  # else traced on the first batch
+            self._bind(trainer, pl_module, self.plan)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.plan is not None:
             return
-        self.plan = plan_for_module(pl_module, self.input_from_batch(batch), trainer.strategy)
-        self._bind(trainer, pl_module, self.plan)
-        self._check_plan(trainer, self._saved_plan)
-        self._show()
+        example = self.input_from_batch(batch)
+        plan = resolve_plan(pl_module, None, *as_call_args(example), strategy=trainer.strategy)
+        self._bind(trainer, pl_module, plan)
 
     def _bind(self, trainer: pl.Trainer, pl_module: pl.LightningModule, plan: PartitionPlan) -> None:
         """Bind unbound optimizers to ``plan``; an optimizer built with its own plan keeps it, and
-        the callback reports and checkpoints that one (unless it was given another explicitly)."""
+        the callback reports that one (unless it was given another explicitly)."""
         for opt in self._optimizers(trainer):
             opt.bind(pl_module, partition=plan)
-            if self.plan is not None and opt.plan != self.plan:
+            if opt.plan is not None and opt.plan != plan:
                 if self.partition is not None:
                     raise PlanMismatchError(
                         "AdamMiniCallback(partition=...) differs from the plan the AdamMini optimizer "
                         "was built with: give the partition to one of them only"
                     )
-                self.plan = opt.plan
+                plan = opt.plan
+        self.plan = plan
+        if self.show and not self._shown:
+            self._shown = True
+            show_plan(plan, use_rich=self.rich)
 
     # ---- metrics ------------------------------------------------------------------------
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        every = self.log_every_n_steps or trainer.log_every_n_steps
+        every = self.log_every_n_steps or trainer.log_every_n_steps  # pyright: ignore[reportAttributeAccessIssue]
         if (
             not trainer.loggers
             or step == self._last_logged_step
@@ -128,46 +129,6 @@ class AdamMiniCallback(Callback):
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)
 
-    # ---- checkpoints --------------------------------------------------------------------
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        if self.plan is not None:
-            checkpoint[CHECKPOINT_KEY] = self.plan.to_dict()
-
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        saved = checkpoint.get(CHECKPOINT_KEY)
-        if saved is None:
-            return
-        self._saved_plan = PartitionPlan.from_dict(saved)
-        if self.plan is not None:
-            self._check_plan(trainer, self._saved_plan)
-
-    def _check_plan(self, trainer: pl.Trainer, saved: PartitionPlan | None) -> None:
-        if saved is None or self.plan is None or saved == self.plan:
-            return
-        where = f" {trainer.ckpt_path}" if trainer.ckpt_path else ""
-        changed = [n for n in self.plan if n not in saved or saved[n] != self.plan[n]]
-        extra = [n for n in saved if n not in self.plan]
-        detail = "; ".join(
-            [f"{n}: checkpoint {saved.get(n, 'absent')}, model {self.plan[n]}" for n in changed[:3]]
-            + [f"{n}: only in the checkpoint" for n in extra[:3]]
-        )
-        raise PlanMismatchError(
-            f"AdamMiniCallback: the checkpoint{where} was trained with another Adam-mini partition "
-            f"({detail}). Its optimizer state does not fit this model. Resume with the same model "
-            "and partition (pin it: AdamMiniCallback(partition=<the plan YAML>)), or start a new "
-            "run from the weights only (load the state_dict into the module, fit without ckpt_path)"
-        )
-
-    # ---- helpers ------------------------------------------------------------------------
     @staticmethod
     def _optimizers(trainer: pl.Trainer) -> list[AdamMini]:
         return [opt for opt in trainer.strategy.optimizers if isinstance(opt, AdamMini)]
-
-    def _show(self) -> None:
-        if self.show and not self._shown and self.plan is not None:
-            self._shown = True
-            show_plan(self.plan, use_rich=self.rich)

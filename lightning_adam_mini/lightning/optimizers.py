@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import lightning.pytorch as pl
 from torch.optim import Optimizer
@@ -17,16 +17,34 @@ from torch.optim import Optimizer
 from partitioners import PartitionPlan
 
 from ..optimizer import AdamMini
-from .plan_sync import check_strategy, example_input_of, plan_for_module
+from .callback import AdamMiniCallback
+from .conventions import as_call_args, check_strategy, example_input_of, trainer_of
+
+OptimizerT = TypeVar("OptimizerT", bound=Optimizer)
 
 
-def _callback_of(module: pl.LightningModule):
-    from .callback import AdamMiniCallback
-
-    trainer = module._trainer
-    if trainer is None:
-        return None
-    return next((cb for cb in trainer.callbacks if isinstance(cb, AdamMiniCallback)), None)
+def with_scheduler(
+    optimizer: OptimizerT,
+    scheduler: Callable[[Optimizer], Any] | None,
+    interval: Literal["step", "epoch"] = "step",
+    frequency: int = 1,
+    monitor: str | None = None,
+) -> OptimizerT | dict[str, Any]:
+    """What ``configure_optimizers`` returns: the optimizer alone, or with ``scheduler(optimizer)``
+    in Lightning's ``{"optimizer": ..., "lr_scheduler": {...}}`` format."""
+    if scheduler is None:
+        return optimizer
+    if not callable(scheduler):
+        raise TypeError(
+            "scheduler must be a callable taking the optimizer (e.g. "
+            "`lambda opt: CosineAnnealingLR(opt, T_max=1000)`), since the optimizer is made here"
+        )
+    if interval not in ("step", "epoch"):
+        raise ValueError(f"interval must be 'step' or 'epoch', got {interval!r}")
+    config: dict[str, Any] = {"scheduler": scheduler(optimizer), "interval": interval, "frequency": frequency}
+    if monitor is not None:
+        config["monitor"] = monitor
+    return {"optimizer": optimizer, "lr_scheduler": config}
 
 
 def adam_mini_optimizers(
@@ -57,21 +75,18 @@ def adam_mini_optimizers(
             ``ReduceLROnPlateau``).
         partition: a plan or YAML path; default: the plan of :class:`AdamMiniCallback` if the
             Trainer has one, else ``auto_partition`` traced with ``example_input`` (default:
-            ``module.example_input_array``) once on rank 0 and broadcast.
+            ``module.example_input_array``) once on rank 0 and broadcast. With neither, the
+            optimizer binds itself at its first step, from the forward it saw (names then are
+            those of the network the LightningModule wraps).
         optimizer: a factory called with the bare parameters (LightningCLI's ``OptimizerCallable``,
             Hydra's ``_partial_: true``); it replaces ``lr`` ... ``adam_mini_kwargs``.
 
     Returns the optimizer, or ``{"optimizer": ..., "lr_scheduler": {...}}`` with a scheduler.
     """
-    if scheduler is not None and not callable(scheduler):
-        raise TypeError(
-            "adam_mini_optimizers: scheduler must be a callable taking the optimizer (e.g. "
-            "`lambda opt: CosineAnnealingLR(opt, T_max=1000)`), since the optimizer is made here"
-        )
-    if interval not in ("step", "epoch"):
-        raise ValueError(f"adam_mini_optimizers: interval must be 'step' or 'epoch', got {interval!r}")
-    if module._trainer is not None:
-        check_strategy(module._trainer.strategy)
+    trainer = trainer_of(module)
+    strategy = trainer.strategy if trainer is not None else None
+    if strategy is not None:
+        check_strategy(strategy)
     params = [p for p in module.parameters() if p.requires_grad]
     if optimizer is not None:
         opt = optimizer(params)
@@ -83,26 +98,13 @@ def adam_mini_optimizers(
     else:
         opt = AdamMini(params, lr, betas, eps, weight_decay, **adam_mini_kwargs)
 
-    plan = partition
-    callback = _callback_of(module)
-    if plan is None and callback is not None:
-        plan = callback.plan  # None until the first batch when there is no example input
-    if plan is None and callback is None:
-        example = example_input if example_input is not None else example_input_of(module)
-        if example is None:
-            raise ValueError(
-                "adam_mini_optimizers needs an example input to trace the partition: set "
-                "`self.example_input_array` in the LightningModule, pass example_input=..., pass "
-                "partition=..., or add lightning_adam_mini.AdamMiniCallback() to the Trainer (it "
-                "traces the first training batch)"
-            )
-        plan = plan_for_module(module, example)
-    if plan is not None:
-        opt.bind(module, partition=plan)
-
-    if scheduler is None:
-        return opt
-    config: dict[str, Any] = {"scheduler": scheduler(opt), "interval": interval, "frequency": frequency}
-    if monitor is not None:
-        config["monitor"] = monitor
-    return {"optimizer": opt, "lr_scheduler": config}
+    # Trainer.callbacks is set by its callback connector, so type checkers don't see it
+    callbacks = trainer.callbacks if trainer is not None else []  # pyright: ignore[reportAttributeAccessIssue]
+    callback = next((cb for cb in callbacks if isinstance(cb, AdamMiniCallback)), None)
+    plan = partition if partition is not None or callback is None else callback.plan
+    example = example_input if example_input is not None else example_input_of(module)
+    if plan is not None or (callback is None and example is not None):
+        args, kwargs = as_call_args(example)
+        opt.bind(module, plan, args, kwargs, strategy=strategy)
+    # else unbound: the callback binds it at the first batch, or it binds itself at its first step
+    return with_scheduler(opt, scheduler, interval, frequency, monitor)

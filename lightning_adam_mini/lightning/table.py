@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-import torch
-from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning_utilities.core.imports import RequirementCache
 
 from partitioners import PartitionPlan
+from partitioners.plan import COLUMNS
 
-from ..stats import role_fractions
+from ..stats import role_counts
 
 _RICH_AVAILABLE = RequirementCache("rich>=10.2.2")
-
-_COLUMNS = ("param", "shape", "role", "layout", "#blocks", "decided-by")
 
 
 def role_rows(plan: PartitionPlan) -> list[tuple[str, str, str, str]]:
     """(role, #params, share of params, #blocks) per role, largest share first."""
-    numel: dict[str, int] = defaultdict(int)
-    blocks: dict[str, int] = defaultdict(int)
-    for entry in plan.values():
-        numel[entry.role] += torch.Size(entry.shape).numel()
-        blocks[entry.role] += entry.num_blocks
-    fractions = role_fractions(plan)
-    order = sorted(numel, key=lambda r: -numel[r])
-    return [(r, f"{numel[r]:,}", f"{fractions[r]:.1%}", f"{blocks[r]:,}") for r in order]
+    counts = role_counts(plan)
+    total = plan.num_params or 1
+    order = sorted(counts, key=lambda r: -counts[r][0])
+    return [(r, f"{counts[r][0]:,}", f"{counts[r][0] / total:.1%}", f"{counts[r][1]:,}") for r in order]
 
 
 def plain_summary(plan: PartitionPlan) -> str:
@@ -48,7 +39,7 @@ def show_plan(plan: PartitionPlan, use_rich: bool = True) -> None:
     from rich.table import Table
 
     table = Table(title="Adam-mini partition", caption=plan.summary())
-    for i, col in enumerate(_COLUMNS):
+    for i, col in enumerate(COLUMNS):
         table.add_column(col, justify="right" if col == "#blocks" else "left", no_wrap=i == 0)
     for row in plan.rows():
         table.add_row(*row)
@@ -59,8 +50,8 @@ def show_plan(plan: PartitionPlan, use_rich: bool = True) -> None:
         roles.add_row(*row)
     console = Console()
     if not console.is_terminal:  # logs and pipes: don't squeeze the table into 80 columns
-        rows = [_COLUMNS, *plan.rows()]
-        needed = sum(max(len(r[i]) for r in rows) + 3 for i in range(len(_COLUMNS))) + 1
+        rows = [COLUMNS, *plan.rows()]
+        needed = sum(max(len(r[i]) for r in rows) + 3 for i in range(len(COLUMNS))) + 1
         console.width = max(console.width, needed)
     console.print(table)
     console.print(roles)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_adam_mini import adam_mini_optimizers
 from lightning_adam_mini.app.models import GPT, GPTConfig, Llama, LlamaConfig
+from lightning_adam_mini.lightning.conventions import trainer_of
 
 CFG = LlamaConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, hidden_dim=64, max_seq_len=16)
 # Sizes that shard unevenly over 2 ranks along dim 0: 63-token tables (32 | 31 rows), a query head
@@ -110,7 +111,8 @@ class LitGPT(pl.LightningModule):
         """In order; with several ranks, rank r takes samples r, r + world, ... (so that one
         process with batch ``world * batch_size`` sees the same global batches)."""
         data = Tokens(self.n)
-        world = self.trainer.world_size if self._trainer is not None else 1
+        trainer = trainer_of(self)
+        world = trainer.world_size if trainer is not None else 1
         if world == 1:
             return DataLoader(data, batch_size=self.batch_size, shuffle=False)
         sampler = DistributedSampler(data, num_replicas=world, rank=self.trainer.global_rank, shuffle=False)

@@ -9,7 +9,6 @@ import torch
 
 from lightning_adam_mini import AdamMini, AdamMiniCallback, auto_partition
 from lightning_adam_mini.lightning import table
-from lightning_adam_mini.lightning.callback import CHECKPOINT_KEY
 from lightning_adam_mini.stats import role_fractions
 from partitioners import BlockLayout, PlanMismatchError
 from tests.lightning.lit_gpt import LitGPT, example_tokens, trainer
@@ -73,23 +72,35 @@ def test_first_training_batch_is_traced_when_there_is_no_example_input():
     assert cb.plan == expected_plan() == t.optimizers[0].plan
 
 
-def test_checkpoint_carries_the_plan_and_a_foreign_plan_is_refused(tmp_path):
+def test_checkpoint_carries_the_plan_once_and_a_foreign_plan_is_refused(tmp_path):
     ckpt = tmp_path / "a.ckpt"
     t = trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)])
     t.fit(LitGPT())
     t.save_checkpoint(ckpt)
     saved = torch.load(ckpt, weights_only=False)
-    assert saved[CHECKPOINT_KEY] == expected_plan().to_dict()
+    (groups,) = [s["param_groups"] for s in saved["optimizer_states"]]
+    assert {n: e for g in groups for n, e in g["partition_plan"].items()} == expected_plan().to_dict()
+    assert "adam_mini_partition_plan" not in saved  # the callback keeps no second copy
 
     # same model, same plan: resumes
     t2 = trainer(max_steps=3, callbacks=[AdamMiniCallback(show=False)])
     t2.fit(LitGPT(), ckpt_path=ckpt)
     assert t2.global_step == 3
 
-    # same weights, another partition (values per row instead of per head): refused, with advice
+    # a checkpoint written before the plan lived in the optimizer state only (with the callback's
+    # own copy under a top-level key) still loads
+    saved["adam_mini_partition_plan"] = expected_plan().to_dict()
+    torch.save(saved, tmp_path / "old.ckpt")
+    t_old = trainer(max_steps=3, callbacks=[AdamMiniCallback(show=False)])
+    t_old.fit(LitGPT(), ckpt_path=tmp_path / "old.ckpt")
+    assert t_old.global_step == 3
+
+    # same weights, another partition (values per row instead of per head): refused
     other = expected_plan().replace("model.layers.0.self_attn.q_proj.weight", layout=BlockLayout.rows(0))
     t3 = trainer(max_steps=3, callbacks=[AdamMiniCallback(partition=other, show=False)])
-    with pytest.raises(PlanMismatchError, match=r"another Adam-mini partition.*q_proj.*Resume with the same"):
+    with pytest.raises(
+        PlanMismatchError, match=r"checkpoint's plan differs at 'model.layers.0.self_attn.q_proj"
+    ):
         t3.fit(LitGPT(), ckpt_path=ckpt)
 
 
@@ -102,14 +113,26 @@ def test_callback_without_an_adam_mini_says_so():
         trainer(max_steps=1, callbacks=[AdamMiniCallback()]).fit(WithAdamW())
 
 
-def test_resume_without_example_input_binds_the_saved_plan_then_checks_the_first_batch(tmp_path):
+def test_resume_without_example_input_loads_the_state_when_the_first_batch_binds(tmp_path):
+    """The optimizer state is restored before any batch, while the optimizer is still unbound: it
+    is kept, then loaded (and its plan checked) when the first batch binds the optimizer."""
     t = trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)])
     t.fit(LitGPT(example=False, n=16, batch_size=16))
     t.save_checkpoint(tmp_path / "a.ckpt")
     cb = AdamMiniCallback(show=False)
     t2 = trainer(max_steps=4, callbacks=[cb])
-    t2.fit(LitGPT(example=False, n=16, batch_size=16), ckpt_path=tmp_path / "a.ckpt")
-    assert t2.global_step == 4 and cb.plan == expected_plan() == t2.optimizers[0].plan
+    module = LitGPT(example=False, n=16, batch_size=16)
+    t2.fit(module, ckpt_path=tmp_path / "a.ckpt")
+    opt = t2.optimizers[0]
+    assert t2.global_step == 4 and cb.plan == expected_plan() == opt.plan
+    assert all(float(opt.state[p]["step"]) == 4 for p in module.parameters())  # 2 loaded + 2 trained
+
+    other = expected_plan().replace("model.layers.0.self_attn.q_proj.weight", layout=BlockLayout.rows(0))
+    t3 = trainer(max_steps=4, callbacks=[AdamMiniCallback(partition=other, show=False)])
+    with pytest.raises(
+        PlanMismatchError, match="checkpoint's plan differs at 'model.layers.0.self_attn.q_proj"
+    ):
+        t3.fit(LitGPT(example=False, n=16, batch_size=16), ckpt_path=tmp_path / "a.ckpt")
 
 
 def test_an_optimizer_with_its_own_plan_is_what_the_callback_reports():
@@ -121,3 +144,66 @@ def test_an_optimizer_with_its_own_plan_is_what_the_callback_reports():
         trainer(max_steps=1, callbacks=[AdamMiniCallback(partition=expected_plan(), show=False)]).fit(
             LitGPT(optimizer_kwargs={"partition": own})
         )
+
+
+class BoundAtFitStart(LitGPT):
+    """Records whether the optimizer was bound when fit started (the module's hook runs after the
+    callbacks')."""
+
+    def on_fit_start(self) -> None:
+        self.bound_at_fit_start = self.trainer.optimizers[0].is_bound
+
+
+def test_example_input_option_traces_at_setup():
+    given = BoundAtFitStart(example=False)
+    cb = AdamMiniCallback(
+        example_input=(example_tokens(3),), show=False
+    )  # a tuple: unpacked as forward's args
+    trainer(max_steps=2, callbacks=[cb]).fit(given)
+    assert given.bound_at_fit_start and cb.plan == expected_plan()
+
+    without = BoundAtFitStart(example=False)
+    trainer(max_steps=2, callbacks=[AdamMiniCallback(show=False)]).fit(without)
+    assert not without.bound_at_fit_start  # traced from the first batch instead
+
+
+class DictBatches(LitGPT):
+    """Batches are dicts, so the default input picker (a tensor, or the first element) can't tell."""
+
+    def train_dataloader(self):
+        loader = super().train_dataloader()
+        collate = loader.collate_fn
+        return torch.utils.data.DataLoader(
+            loader.dataset,
+            batch_size=self.batch_size,
+            collate_fn=lambda items: dict(zip(("tokens", "targets"), collate(items))),
+        )
+
+    def training_step(self, batch, batch_idx):
+        return self.loss((batch["tokens"], batch["targets"]))
+
+
+def test_input_from_batch_picks_the_model_input():
+    picked = []
+
+    def tokens_of(batch):
+        picked.append(batch["tokens"].shape)
+        return batch["tokens"]
+
+    cb = AdamMiniCallback(input_from_batch=tokens_of, show=False)
+    t = trainer(max_steps=2, callbacks=[cb])
+    t.fit(DictBatches(example=False))
+    assert picked == [torch.Size([8, 8])]  # the first batch only
+    assert cb.plan == expected_plan() == t.optimizers[0].plan
+
+    with pytest.raises(TypeError, match=r"batch of type dict.*input_from_batch=lambda batch"):
+        trainer(max_steps=1, callbacks=[AdamMiniCallback(show=False)]).fit(DictBatches(example=False))
+
+
+def test_log_every_n_steps_option_overrides_the_trainer():
+    logger = MemoryLogger()
+    cb = AdamMiniCallback(log_every_n_steps=3, show=False)
+    trainer(max_steps=6, logger=logger, log_every_n_steps=50, callbacks=[cb]).fit(LitGPT())
+    assert [s for s, _ in logger.with_prefix("adam_mini/")] == [3, 6]
+    with pytest.raises(ValueError, match="log_every_n_steps must be >= 1, got 0"):
+        AdamMiniCallback(log_every_n_steps=0)

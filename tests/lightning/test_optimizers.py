@@ -68,13 +68,27 @@ def test_helper_takes_an_optimizer_factory():
 
 
 def test_helper_errors_say_what_to_do():
-    module = LitGPT(example=False)
-    with pytest.raises(ValueError, match="example_input_array"):
-        adam_mini_optimizers(module)
     with pytest.raises(TypeError, match="callable taking the optimizer"):
         adam_mini_optimizers(LitGPT(), scheduler=object())
+    with pytest.raises(ValueError, match="interval must be 'step' or 'epoch'"):
+        adam_mini_optimizers(LitGPT(), scheduler=lambda opt: None, interval="batch")
     # with an explicit example it works without one on the module
-    assert adam_mini_optimizers(module, example_input=example_tokens()).is_bound
+    assert adam_mini_optimizers(LitGPT(example=False), example_input=example_tokens()).is_bound
+
+
+def test_helper_without_example_or_callback_binds_at_the_first_step():
+    """No example input, no callback: the optimizer binds itself to the network it saw run, and
+    trains exactly like the plain loop."""
+    module = LitGPT(example=False)
+    assert not adam_mini_optimizers(module).is_bound
+    t = trainer(max_steps=5)
+    t.fit(module)
+    opt = t.optimizers[0]
+    want = auto_partition(LitGPT().model, (example_tokens(),))  # the LightningModule's network
+    assert opt.plan == want and opt.param_groups[0]["param_names"][0] == "embed_tokens.weight"
+    ref = plain_loop(5)
+    for (name, a), b in zip(module.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
 
 
 def test_helper_defers_to_the_callback_when_there_is_no_example_input():
@@ -89,7 +103,7 @@ def test_helper_defers_to_the_callback_when_there_is_no_example_input():
 def test_flattening_strategies_are_refused_with_advice():
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from lightning_adam_mini.lightning.plan_sync import check_strategy
+    from lightning_adam_mini.lightning.conventions import check_strategy
 
     with pytest.raises(
         RuntimeError, match="ModelParallelStrategy and apply torch.distributed.fsdp.fully_shard"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_adam_mini import AdamMini, AdamMiniCallback
 from tests.lightning.lit_gpt import LitGPT, example_tokens, trainer
@@ -40,19 +40,32 @@ class LossHistory(LitGPT):
 # a cold torch.compile costs ~50 s on 2 cores: the OptimizedModule variant runs with -m slow
 @pytest.mark.parametrize("how", [pytest.param("wrapper", marks=pytest.mark.slow), "in_place"])
 def test_torch_compiled_model(how):
-    eager, _ = fit(LitGPT(n=16, batch_size=16), steps=3)
+    eager, eager_opt = fit(LitGPT(n=16, batch_size=16), steps=3)
     module = LitGPT(n=16, batch_size=16)
+    graphs: list[torch.fx.GraphModule] = []
+
+    def inductor_counting_graphs(gm, example_inputs):
+        from torch._inductor.compile_fx import compile_fx
+
+        graphs.append(gm)
+        return compile_fx(gm, example_inputs)
+
     if how == "wrapper":
-        module.model = torch.compile(module.model)  # OptimizedModule: names gain "_orig_mod."
+        module.model = torch.compile(
+            module.model, backend=inductor_counting_graphs
+        )  # names gain "_orig_mod."
     else:
-        module.model.compile()  # nn.Module.compile(): names unchanged
+        module.model.compile(backend=inductor_counting_graphs)  # nn.Module.compile(): names unchanged
     compiled, opt = fit(module, steps=3)
+    assert graphs, "the model was not compiled"
     assert any(n.startswith("model._orig_mod.") for n in opt.plan) == (how == "wrapper")
     roles = {n.replace("_orig_mod.", ""): e.role for n, e in opt.plan.items()}
-    assert roles["model.layers.0.self_attn.q_proj.weight"] == "query"
+    assert roles == {n: e.role for n, e in eager_opt.plan.items()}
     got = {n.replace("_orig_mod.", ""): p for n, p in params_of(compiled).items()}
-    # compiled kernels sum in another order: the same training up to float rounding
-    assert max_diff(got, params_of(eager)) < 1e-4
+    assert max_diff(params_of(eager), params_of(LitGPT())) > 1e-2  # 3 steps of lr 3e-3 moved them
+    # Inductor's kernels sum in another order: the same training up to a few fp32 ulps of weights
+    # of magnitude <= 1 (ulp 1.2e-7; measured 1.2e-7 on torch 2.13 CPU)
+    assert max_diff(got, params_of(eager)) <= 1e-6
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
@@ -110,18 +123,32 @@ def test_manual_optimization_equals_automatic():
     assert max_diff(params_of(manual), params_of(automatic)) == 0.0
 
 
+class CountSteps(Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps += 1
+
+
 def test_fit_with_ckpt_path_resumes_exactly(tmp_path):
-    def run(steps: int, ckpt_path=None) -> LitGPT:
+    def run(steps: int, out: str, ckpt_path=None) -> tuple[LitGPT, int]:
         module = LitGPT(n=16, batch_size=16)  # one step per epoch: checkpoints at epoch ends
+        counter = CountSteps()
         t = trainer(
             max_steps=steps,
             enable_checkpointing=True,
-            callbacks=[AdamMiniCallback(show=False), ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+            callbacks=[
+                AdamMiniCallback(show=False),
+                ModelCheckpoint(dirpath=tmp_path / out, save_last=True),
+                counter,
+            ],
         )
         t.fit(module, ckpt_path=ckpt_path)
-        return module
+        return module, counter.steps
 
-    straight = run(5)
-    run(2)
-    resumed = run(5, ckpt_path=tmp_path / "last.ckpt")
+    straight, _ = run(5, "straight")
+    run(2, "short")
+    resumed, trained = run(5, "resumed", ckpt_path=tmp_path / "short" / "last.ckpt")
+    assert trained == 3  # steps 3..5, from the state after step 2
     assert max_diff(params_of(resumed), params_of(straight)) == 0.0

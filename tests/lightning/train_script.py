@@ -90,6 +90,15 @@ def fit(
     print(f"DONE {tag} rank {rank} step {t.global_step}", flush=True)
 
 
+def refuse_to_trace() -> None:
+    import lightning_adam_mini.binding
+
+    def auto_partition(*args, **kwargs):
+        raise AssertionError(f"rank {os.environ['RANK']} traced the model: only rank 0 may")
+
+    lightning_adam_mini.binding.auto_partition = auto_partition
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", required=True, choices=["ddp", "fsdp2", "single"])
@@ -114,7 +123,14 @@ def main() -> None:
         help="also train to this step, save, and resume from there to --steps",
     )
     ap.add_argument("--tag", default="run")
+    ap.add_argument(
+        "--trace-on-rank0-only",
+        action="store_true",
+        help="make tracing fail on every other rank: their plan must come from rank 0",
+    )
     args = ap.parse_args()
+    if args.trace_on_rank0_only and int(os.environ.get("RANK", "0")) != 0:
+        refuse_to_trace()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     archs = args.arch.split(",")
