@@ -98,9 +98,9 @@ def auto_partition(
         result.check_params(named)
     else:
         graph, failure = (
-            ({}, "no example_inputs given")
-            if example_inputs is None
-            else _graph_pass(model, tuple(example_inputs), example_kwargs, collapse_repeats)
+            ({}, "no example_inputs or example_kwargs given")
+            if example_inputs is None and not example_kwargs
+            else _graph_pass(model, tuple(example_inputs or ()), example_kwargs, collapse_repeats)
         )
         structure = structure_decisions(model)
         entries, unexplained, fallen_back = [], [], []
