@@ -37,10 +37,13 @@ class PartitionWarning(UserWarning):
 
 
 def load_plan(plan: PartitionPlan | str | Path) -> PartitionPlan:
-    """A plan object as is, or read from a YAML file path."""
+    """A plan object as is, or read from a YAML file path (errors name the file)."""
     if isinstance(plan, PartitionPlan):
         return plan
-    return PartitionPlan.from_yaml(Path(plan).read_text())
+    path = Path(plan).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"partition plan file {str(plan)!r} does not exist")
+    return PartitionPlan.from_yaml(path.read_text(), source=str(plan))
 
 
 def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
