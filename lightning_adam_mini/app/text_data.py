@@ -24,6 +24,8 @@ def read_corpus(path: str | None = None) -> bytes:
     if not file.is_file():
         raise FileNotFoundError(f"data.path={path!r}: no such file; give a text file or null")
     data = file.read_bytes()
+    if not data:
+        raise ValueError(f"data.path={path!r} is empty; give a text file")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -32,7 +32,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from ..lightning import AdamMiniCallback
 from .plot import plot_loss_curves
@@ -81,12 +81,13 @@ def check_settings(cfg: DictConfig) -> None:
             f"unknown setting(s) {unknown}: lam-train reads none of them (a typo in a +key=value "
             f"override?); its top-level settings are {sorted(known - {'hydra'})}"
         )
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not k.startswith("hydra."))
-    if missing:
+    try:  # resolve=False: nothing is evaluated yet, only ??? values are looked for
+        OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
+    except MissingMandatoryValue as err:
         raise ValueError(
-            f"setting(s) {missing} must be given (e.g. partition=pinned needs "
+            f"setting {err.full_key} must be given (e.g. partition=pinned needs "
             "partition.path=<plan.yaml>, the partition_plan.yaml of an earlier run)"
-        )
+        ) from None
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).expanduser().is_file():
         raise FileNotFoundError(
             f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint (a run stopped by SIGTERM leaves "

@@ -35,10 +35,16 @@ def compose_train(overrides: list[str] = ()) -> DictConfig:
 def run_lam_train(
     args: list[str], cwd: Path, timeout: int = 300, command: list[str] = LAM_TRAIN
 ) -> subprocess.CompletedProcess:
-    # PYTHONPATH: this checkout's code, not an installed copy (cwd is the run's tmp dir).
+    return subprocess.run(
+        command + args, cwd=cwd, env=lam_train_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def lam_train_env() -> dict[str, str]:
+    """lam-train's environment in tests: this checkout's code on PYTHONPATH, not an installed copy
+    (the run's cwd is a tmp dir)."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONHASHSEED="0", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1", PYTHONPATH=path)
-    return subprocess.run(command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return dict(os.environ, PYTHONHASHSEED="0", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1", PYTHONPATH=path)
 
 
 @pytest.fixture
