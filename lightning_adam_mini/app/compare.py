@@ -76,6 +76,8 @@ def load_runs(root: str | Path) -> list[dict[str, Any]]:
     for run, setting in zip(runs, settings):
         if varying:
             run["label"] = " ".join(f"{k}={setting[k]}" for k in varying)
+        else:
+            run.setdefault("label", "run")  # lam-train writes one; a hand-made file may not
     return runs
 
 
