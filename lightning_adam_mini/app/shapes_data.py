@@ -68,8 +68,13 @@ class ShapesDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Stateful, so that a run resumed from a checkpoint continues exactly (see text_data).
+        # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
         return StatefulDataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+            dataset=self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -101,8 +101,13 @@ class ByteTextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         # Stateful: its position is saved in Lightning's checkpoints, so a resumed run continues
         # with exactly the batches the uninterrupted run would have seen.
+        # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
         return StatefulDataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+            dataset=self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -82,7 +82,8 @@ def check_settings(cfg: DictConfig) -> None:
             f"override?); its top-level settings are {sorted(known - {'hydra'})}"
         )
     try:  # resolve=False: nothing is evaluated yet, only ??? values are looked for
-        OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
+        settings = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        OmegaConf.to_container(settings, resolve=False, throw_on_missing=True)
     except MissingMandatoryValue as err:
         raise ValueError(
             f"setting {err.full_key} must be given (e.g. partition=pinned needs "
