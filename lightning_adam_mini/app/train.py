@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import signal
@@ -28,7 +29,7 @@ from typing import Any
 import hydra
 import lightning.pytorch as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -89,6 +90,20 @@ def check_settings(cfg: DictConfig) -> None:
             f"setting {err.full_key} must be given (e.g. partition=pinned needs "
             "partition.path=<plan.yaml>, the partition_plan.yaml of an earlier run)"
         ) from None
+    for group in ("model", "data", "optimizer", "partition", "scheduler", "trainer"):
+        node = cfg.get(group)
+        if node is None or "_target_" not in node:
+            continue
+        # Partials (optimizer, partition, scheduler) are called only mid-fit: check their keys now.
+        takes = inspect.signature(get_object(node._target_)).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):
+            continue
+        unknown = [k for k in node if not str(k).startswith("_") and k not in takes]
+        if unknown:
+            raise ValueError(
+                f"{group}.{unknown[0]}: {node._target_} takes no argument {unknown[0]!r} (a typo in "
+                "a +key=value override?)"
+            )
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).expanduser().is_file():
         raise FileNotFoundError(
             f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint (a run stopped by SIGTERM leaves "

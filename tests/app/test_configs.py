@@ -14,6 +14,7 @@ from torch import nn
 from lightning_adam_mini import AdamMini, PartitionPlan
 from lightning_adam_mini.app.plans import build_optimizer
 from lightning_adam_mini.app.task import CrossEntropyTask
+from lightning_adam_mini.app.train import check_settings
 
 from .conftest import compose_train, group_options, run_lam_train
 
@@ -37,6 +38,7 @@ def test_every_option_composes(override):
     OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
     for key in ("model", "data", "optimizer", "partition", "trainer"):
         assert "_target_" in cfg[key], (override, key)
+    check_settings(cfg)  # lam-train's own early checks accept every shipped option
 
 
 @pytest.mark.parametrize("model", sorted(MODEL_DATA))

@@ -135,6 +135,10 @@ CASES: dict[str, Case] = {
     "data.path binary": Case(_data([], b"\x00\xff" * 4096), InstantiationException, "not UTF-8"),
     "partition=pinned without a path": Case(_settings(["partition=pinned"]), ValueError, "partition.path"),
     "unknown +key": Case(_settings(["+ckpt_pth=x.ckpt"]), ValueError, "ckpt_pth"),
+    "unknown +key of a partial": Case(
+        _settings(["+optimizer.momentum=0.9"]), ValueError, "optimizer.momentum"
+    ),
+    "unknown +key of the scheduler": Case(_settings(["+scheduler.warmup=3"]), ValueError, "scheduler.warmup"),
     "ckpt_path missing": Case(_settings(["ckpt_path=/no/such.ckpt"]), FileNotFoundError, "ckpt_path"),
 }
 
