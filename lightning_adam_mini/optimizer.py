@@ -187,6 +187,7 @@ class AdamMini(Optimizer):
                 "model's parameters have requires_grad=False?)"
             )
         if self.plan is not None:  # unbound: bind() names the groups
+            named: list[tuple[str, Tensor]]
             if "param_names" in param_group:
                 named = list(zip(param_group["param_names"], params))
             elif all(isinstance(x, tuple) and len(x) == 2 for x in params):

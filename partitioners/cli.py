@@ -31,10 +31,10 @@ def _from_factory(spec: str) -> tuple[nn.Module, tuple[Any, ...] | None]:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise LookupError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from None
-    factory = getattr(module, attr, None)
+    factory: Any = getattr(module, attr, None)
     if not callable(factory):
         raise LookupError(f"model {spec!r}: module {module_name!r} has no callable {attr!r}")
-    built = factory()
+    built: Any = factory()
     if isinstance(built, tuple):
         model, inputs = built
         return model, tuple(inputs)

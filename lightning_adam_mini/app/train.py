@@ -31,8 +31,8 @@ import lightning.pytorch as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from ..lightning import AdamMiniCallback
@@ -83,7 +83,7 @@ def check_settings(cfg: DictConfig) -> None:
             f"override?); its top-level settings are {sorted(known - {'hydra'})}"
         )
     try:  # resolve=False: nothing is evaluated yet, only ??? values are looked for
-        settings = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        settings = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
         OmegaConf.to_container(settings, resolve=False, throw_on_missing=True)
     except MissingMandatoryValue as err:
         raise ValueError(
@@ -117,7 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_settings(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # Rank 0 holds the lock; the other ranks of a DDP run share its directory.
-    with RunDirLock(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    with RunDirLock(run_dir) if getattr(rank_zero_only, "rank", 0) == 0 else contextlib.nullcontext():
         return _train(cfg, run_dir)
 
 
