@@ -3,7 +3,7 @@
 from partitioners import BlockLayout, PartitionPlan, auto_partition
 
 from .functional import adam_mini
-from .optimizer import AdamMini
+from .optimizer import AdamMini, decay_matrices
 
 _LIGHTNING_EXPORTS = ("AdamMiniCallback", "adam_mini_optimizers")
 
@@ -25,4 +25,5 @@ __all__ = [
     "adam_mini",
     "adam_mini_optimizers",
     "auto_partition",
+    "decay_matrices",
 ]

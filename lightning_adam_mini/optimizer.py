@@ -6,6 +6,7 @@ The class validates, groups and owns state; the math lives in :func:`.functional
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -26,24 +27,34 @@ from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
 
 
+def _is_real(value: Any) -> bool:
+    """A real number of any kind (Python, numpy, ...), but not a bool (numpy's bool is no number)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> None:
     """Raise ``ValueError`` naming the first invalid hyperparameter."""
-    lr_value = lr.item() if isinstance(lr, Tensor) else lr
-    if isinstance(lr, Tensor) and lr.numel() != 1:
-        raise ValueError(f"lr as a tensor must hold one value, got shape {tuple(lr.shape)}")
-    checks = (
-        ("lr", lr_value, 0.0, math.inf),
-        ("eps", eps, 0.0, math.inf),
-        ("weight_decay", weight_decay, 0.0, math.inf),
-    )
-    for name, value, low, high in checks:
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value < high:
-            raise ValueError(f"AdamMini: {name} must be a finite number >= 0, got {value!r}")
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1 or lr.dtype == torch.bool or lr.is_complex():
+            raise ValueError(
+                f"AdamMini: lr as a tensor must hold one real value, got shape {tuple(lr.shape)} {lr.dtype}"
+            )
+        lr = lr.item()
+    checks = (("lr", lr), ("eps", eps), ("weight_decay", weight_decay))
+    for name, value in checks:
+        if not _is_real(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"AdamMini: {name} must be a finite real number >= 0, got {value!r}")
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"AdamMini: betas must be a pair (beta1, beta2), got {betas!r}")
     for i, b in enumerate(betas):
-        if not isinstance(b, (int, float)) or not math.isfinite(b) or not 0.0 <= b < 1.0:
-            raise ValueError(f"AdamMini: betas[{i}] must be in [0, 1), got {b!r}")
+        if not _is_real(b) or not math.isfinite(b) or not 0.0 <= b < 1.0:
+            raise ValueError(f"AdamMini: betas[{i}] must be a real number in [0, 1), got {b!r}")
+
+
+def decay_matrices(name: str, param: Tensor) -> bool:
+    """The default ``decay_filter``: decay parameters with two or more dimensions (weights,
+    embeddings), not biases, norm scales or scalars."""
+    return param.ndim >= 2
 
 
 class AdamMini(Optimizer):
@@ -51,7 +62,7 @@ class AdamMini(Optimizer):
     per block of the parameter partition.
 
     .. math::
-        p &\leftarrow p\,(1-\eta\lambda) \qquad (\text{params with } \geq 2 \text{ dims}) \\
+        p &\leftarrow p\,(1-\eta\lambda) \qquad (\text{params chosen by decay\_filter}) \\
         m &\leftarrow \beta_1 m + (1-\beta_1) g \\
         v_b &\leftarrow \beta_2 v_b + (1-\beta_2)\,\operatorname{mean}_{i\in b} g_i^2 \\
         p_i &\leftarrow p_i - \frac{\eta}{1-\beta_1^t}\,\frac{m_i}{\sqrt{v_b/(1-\beta_2^t)}+\epsilon}
@@ -65,7 +76,13 @@ class AdamMini(Optimizer):
             itself at its first step to the module whose forward it saw use them (see
             :mod:`lightning_adam_mini.owner`); :meth:`bind` binds it explicitly before that.
         lr, betas, eps, weight_decay: as in ``torch.optim.AdamW`` (decoupled weight decay, applied
-            only to parameters with two or more dimensions).
+            only to the parameters ``decay_filter`` picks). Real numbers of any kind; ``lr`` may be
+            a one-element tensor. Every param group owns its ``lr`` tensor, so LR schedulers act per
+            group exactly as on ``AdamW`` and never recompile a compiled step.
+        decay_filter: ``(name, param) -> bool``, which parameters weight decay applies to (as
+            optax's ``mask``). Default :func:`decay_matrices`: parameters with two or more
+            dimensions (not biases, norm scales, scalars). E.g. to spare the embeddings too:
+            ``decay_filter=lambda name, p: p.ndim >= 2 and "emb" not in name``.
         partition: a :class:`~partitioners.PartitionPlan` or the path of a pinned YAML plan.
             Default for a model: ``auto_partition(model, example_inputs, example_kwargs)``.
         example_inputs, example_kwargs: arguments of ``model(...)`` used to trace the partition.
@@ -88,8 +105,15 @@ class AdamMini(Optimizer):
         example_kwargs: dict[str, Any] | None = None,
         exp_avg_dtype: torch.dtype | None = None,
         compile: bool = False,
+        decay_filter: Callable[[str, Tensor], bool] = decay_matrices,
     ) -> None:
         check_hyperparameters(lr, betas, eps, weight_decay)
+        if not callable(decay_filter):
+            raise TypeError(
+                f"AdamMini: decay_filter must be a callable (name, param) -> bool, got {decay_filter!r}"
+            )
+        self.decay_filter = decay_filter
+        self._decays: dict[str, bool] = {}
         if exp_avg_dtype is not None and not exp_avg_dtype.is_floating_point:
             raise ValueError(f"AdamMini: exp_avg_dtype must be a floating dtype, got {exp_avg_dtype}")
         groups, named, plan = self._resolve(params, partition, example_inputs, example_kwargs)
@@ -98,9 +122,7 @@ class AdamMini(Optimizer):
         self.plan: PartitionPlan | None = plan if named is not None else None
         self._pending_partition = partition if named is None else None
         self.exp_avg_dtype = exp_avg_dtype
-        if not isinstance(lr, Tensor):
-            # A tensor lr lets schedulers change it (fill_) without recompiling a compiled step.
-            lr = torch.tensor(float(lr), dtype=torch.float64)
+        # lr stays as given here; add_param_group gives each group its own lr tensor.
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(groups, defaults)
         self._update = torch.compile(adam_mini, fullgraph=True) if compile else adam_mini
@@ -147,19 +169,38 @@ class AdamMini(Optimizer):
         return groups, named, resolve_plan(None, partition)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        for key in ("lr", "betas", "eps", "weight_decay"):
+        """torch's ``add_param_group``; the group is checked fully (hyperparameters, names, plan)
+        before it is added, so a refused group leaves the optimizer as it was."""
+        for key in ("betas", "eps", "weight_decay"):
             param_group.setdefault(key, self.defaults[key])
-        check_hyperparameters(
-            param_group["lr"], param_group["betas"], param_group["eps"], param_group["weight_decay"]
-        )
+        lr = param_group.get("lr", self.defaults["lr"])
+        check_hyperparameters(lr, param_group["betas"], param_group["eps"], param_group["weight_decay"])
+        if not isinstance(lr, Tensor):
+            # A tensor lets a compiled step take lr as an input (no recompile when it changes).
+            lr = torch.tensor(float(lr), dtype=torch.float64)
+        elif lr is self.defaults["lr"]:
+            lr = lr.clone()  # each group owns its lr: schedulers fill_ it per group
+        param_group["lr"] = lr
+        param_group["betas"] = tuple(float(b) for b in param_group["betas"])
+        param_group["eps"] = float(param_group["eps"])
+        param_group["weight_decay"] = float(param_group["weight_decay"])
+        params = param_group["params"]
+        param_group["params"] = params = [params] if isinstance(params, Tensor) else list(params)
+        if not params:
+            raise ValueError(
+                f"AdamMini: param group {len(self.param_groups)} has no parameters (do all of the "
+                "model's parameters have requires_grad=False?)"
+            )
+        if self.plan is not None:  # unbound: bind() names the groups
+            named: list[tuple[str, Tensor]]
+            if "param_names" in param_group:
+                named = list(zip(param_group["param_names"], params))
+            elif all(isinstance(x, tuple) and len(x) == 2 for x in params):
+                named = params
+            else:
+                raise TypeError("AdamMini param groups need names: give (name, param) pairs")
+            self.plan.check_params(named, allow_extra=True)
         super().add_param_group(param_group)
-        if self.plan is None:
-            return  # unbound: bind() names the groups
-        if len(self.param_groups[-1].get("param_names", ())) != len(self.param_groups[-1]["params"]):
-            raise TypeError("AdamMini param groups need names: give (name, param) pairs")
-        for name in self.param_groups[-1]["param_names"]:
-            if name not in self.plan:
-                raise PlanMismatchError(f"parameter {name!r} is not in the partition plan")
 
     @property
     def is_bound(self) -> bool:
@@ -239,6 +280,8 @@ class AdamMini(Optimizer):
                     "torch.view_as_real(param) instead"
                 )
             red = self._reduction(p, name)
+            if name not in self._decays:
+                self._decays[name] = bool(self.decay_filter(name, p))
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
@@ -272,6 +315,8 @@ class AdamMini(Optimizer):
             exp_avg_sqs: list[Tensor] = []
             steps: list[Tensor] = []
             self._init_group(group, names, params, grads, exp_avgs, exp_avg_sqs, steps)
+            if not params:
+                continue  # no gradients in this group (an unused group, a skipped step): as AdamW
             lr = group["lr"]
             if isinstance(lr, Tensor) and not tensor_lr:
                 lr = lr.item()
@@ -285,7 +330,7 @@ class AdamMini(Optimizer):
                 exp_avg_sqs,
                 steps,
                 [self._reductions[n] for n in names],
-                [p.ndim >= 2 for p in params],
+                [self._decays[n] for n in names],
                 lr=lr,
                 beta1=beta1,
                 beta2=beta2,
@@ -324,14 +369,13 @@ class AdamMini(Optimizer):
                 "saved by AdamMini"
             )
         self._check_same_plan(PartitionPlan.from_dict({n: e for gp in group_plans for n, e in gp.items()}))
+        state_dict["param_groups"] = self._align_by_name(groups)
         saved_state = state_dict["state"]
         super().load_state_dict(state_dict)
         # torch casts floating state to the param's dtype; restore fp32 v and the chosen m dtype.
-        index = 0
-        for group in self.param_groups:
-            for p in group["params"]:
+        for group, saved in zip(self.param_groups, state_dict["param_groups"]):
+            for p, index in zip(group["params"], saved["params"]):
                 old = saved_state.get(index)
-                index += 1
                 if old is None:
                     continue
                 state = self.state[p]
@@ -340,6 +384,32 @@ class AdamMini(Optimizer):
                 )
                 state["exp_avg_sq"] = old["exp_avg_sq"].to(device=p.device, dtype=v_dtype(p.dtype), copy=True)
                 state["step"] = old["step"].to(device=p.device, dtype=torch.float32, copy=True)
+
+    def _align_by_name(self, saved_groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The saved groups with their params (state indices) put in this optimizer's name order:
+        torch maps state by position, so a reordered group would get another param's state."""
+        if len(saved_groups) != len(self.param_groups):
+            raise PlanMismatchError(
+                f"the checkpoint has {len(saved_groups)} param groups, this optimizer "
+                f"{len(self.param_groups)}; build the optimizer with the same groups"
+            )
+        aligned = []
+        for i, (saved, mine) in enumerate(zip(saved_groups, self.param_groups)):
+            index_of = dict(zip(saved["param_names"], saved["params"]))
+            for name in mine["param_names"]:
+                if name not in index_of:
+                    raise PlanMismatchError(
+                        f"param group {i}: parameter {name!r} is not in the checkpoint's group {i}; "
+                        "build the optimizer with the same param groups as the saved one"
+                    )
+            extra = sorted(set(index_of) - set(mine["param_names"]))
+            if extra:
+                raise PlanMismatchError(
+                    f"param group {i}: the checkpoint's group has parameters this one lacks: {extra[:5]}"
+                )
+            names = list(mine["param_names"])
+            aligned.append({**saved, "params": [index_of[n] for n in names], "param_names": names})
+        return aligned
 
     def _check_same_plan(self, saved: PartitionPlan) -> None:
         mine = {n: self.plan[n] for g in self.param_groups for n in g["param_names"]}

@@ -37,10 +37,13 @@ class PartitionWarning(UserWarning):
 
 
 def load_plan(plan: PartitionPlan | str | Path) -> PartitionPlan:
-    """A plan object as is, or read from a YAML file path."""
+    """A plan object as is, or read from a YAML file path (errors name the file)."""
     if isinstance(plan, PartitionPlan):
         return plan
-    return PartitionPlan.from_yaml(Path(plan).read_text())
+    path = Path(plan).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"partition plan file {str(plan)!r} does not exist")
+    return PartitionPlan.from_yaml(path.read_text(), source=str(plan))
 
 
 def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
@@ -98,9 +101,9 @@ def auto_partition(
         result.check_params(named)
     else:
         graph, failure = (
-            ({}, "no example_inputs given")
-            if example_inputs is None
-            else _graph_pass(model, tuple(example_inputs), example_kwargs, collapse_repeats)
+            ({}, "no example_inputs or example_kwargs given")
+            if example_inputs is None and not example_kwargs
+            else _graph_pass(model, tuple(example_inputs or ()), example_kwargs, collapse_repeats)
         )
         structure = structure_decisions(model)
         entries, unexplained, fallen_back = [], [], []

@@ -27,8 +27,14 @@ from .auto import auto_partition
 def _from_factory(spec: str) -> tuple[nn.Module, tuple[Any, ...] | None]:
     module_name, _, attr = spec.partition(":")
     sys.path.insert(0, str(Path.cwd()))
-    factory = getattr(importlib.import_module(module_name), attr)
-    built = factory()
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise LookupError(f"model {spec!r}: cannot import module {module_name!r} ({err})") from None
+    factory: Any = getattr(module, attr, None)
+    if not callable(factory):
+        raise LookupError(f"model {spec!r}: module {module_name!r} has no callable {attr!r}")
+    built: Any = factory()
     if isinstance(built, tuple):
         model, inputs = built
         return model, tuple(inputs)
@@ -47,8 +53,16 @@ def _from_hf_config(spec: str) -> nn.Module:
         config = transformers.AutoConfig.from_pretrained(
             str(path.parent) if path.name == "config.json" else str(path)
         )
+    elif path.suffix == ".json" or spec.startswith(("/", ".", "~")):
+        raise LookupError(f"model {spec!r}: no such file")
     else:
-        config = transformers.AutoConfig.from_pretrained(spec, local_files_only=True)
+        try:
+            config = transformers.AutoConfig.from_pretrained(spec, local_files_only=True)
+        except (OSError, ValueError):
+            raise LookupError(
+                f"model {spec!r}: no such file, not module:factory, and no Hugging Face config of "
+                "that name in the local cache (nothing is downloaded)"
+            ) from None
     with torch.device("meta"):
         for auto in (transformers.AutoModelForCausalLM, transformers.AutoModel):
             try:
@@ -91,8 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    model, inputs = load_model(args.model)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rules and not args.rules.is_file():
+        parser.error(f"--rules {str(args.rules)!r}: no such file")
+    if args.yaml and not args.yaml.parent.is_dir():
+        parser.error(f"--yaml {str(args.yaml)!r}: directory {str(args.yaml.parent)!r} does not exist")
+    try:
+        model, inputs = load_model(args.model)
+    except LookupError as err:
+        parser.error(str(err))
     if args.shape:
         inputs = tuple(args.shape)
     elif inputs is None:

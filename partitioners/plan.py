@@ -75,6 +75,49 @@ class PlanEntry:
         )
 
 
+def _entry_from_dict(data: Any, where: str) -> PlanEntry:
+    """``PlanEntry.from_dict`` with every missing field or non-integer size named by ``where``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: an entry is a mapping with shape, role and layout, got {data!r}")
+    missing = [k for k in ("shape", "role", "layout") if k not in data]
+    if missing:
+        raise ValueError(f"{where}: entry lacks {missing}")
+    if not isinstance(data["layout"], Mapping):
+        raise ValueError(
+            f"{where}: layout must be a mapping like {{kind: rows, axis: 0}}, got {data['layout']!r}"
+        )
+    for field, value in (("shape", data["shape"]), *(("layout " + k, v) for k, v in data["layout"].items())):
+        for number in _numbers(value):
+            if not isinstance(number, int) or isinstance(number, bool):
+                raise ValueError(f"{where}: {field} must hold integers, got {value!r}")
+    try:
+        return PlanEntry.from_dict(data)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _numbers(value: Any) -> list[Any]:
+    """The non-string leaves of a YAML value (sizes and axes must all be integers)."""
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _numbers(v)]
+    return [] if isinstance(value, str) else [value]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 class PlanMismatchError(ValueError):
     """A plan does not describe the parameters it is applied to."""
 
@@ -166,19 +209,37 @@ class PartitionPlan(Mapping[str, PlanEntry]):
         return {name: e.to_dict() for name, e in self._entries.items()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> PartitionPlan:
-        return cls((str(name), PlanEntry.from_dict(e)) for name, e in data.items())
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]], source: str = "plan") -> PartitionPlan:
+        """The inverse of :meth:`to_dict`; a malformed entry raises ``ValueError`` naming
+        ``source`` (e.g. the file) and the parameter."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{source}: 'params' must map parameter names to entries, got {data!r}")
+        entries = [
+            (str(name), _entry_from_dict(e, f"{source}: parameter {name!r}")) for name, e in data.items()
+        ]
+        try:
+            return cls(entries)
+        except PlanMismatchError as err:
+            raise PlanMismatchError(f"{source}: {err}") from None
 
     def to_yaml(self) -> str:
         """YAML text; ``PartitionPlan.from_yaml(plan.to_yaml()) == plan``."""
         return yaml.safe_dump({"params": self.to_dict()}, sort_keys=False, default_flow_style=None)
 
     @classmethod
-    def from_yaml(cls, text: str) -> PartitionPlan:
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict) or "params" not in data:
-            raise ValueError("a partition plan YAML has a top-level 'params' mapping")
-        return cls.from_dict(data["params"])
+    def from_yaml(cls, text: str, source: str = "plan YAML") -> PartitionPlan:
+        """The inverse of :meth:`to_yaml`. ``source`` (the file's path) is named in errors; a
+        duplicate key is an error, not a silent overwrite."""
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        except yaml.YAMLError as err:
+            raise ValueError(f"{source}: not valid YAML: {err}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+            raise ValueError(
+                f"{source}: a partition plan YAML has a top-level 'params' mapping (parameter name -> "
+                f"shape, role, layout), got {data!r:.80}; write one with plan.to_yaml()"
+            )
+        return cls.from_dict(data["params"], source)
 
     # ---- table --------------------------------------------------------------------------
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:

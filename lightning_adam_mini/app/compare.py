@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -35,23 +36,48 @@ COLUMNS = (
     ("optimizer state (MiB)", "optimizer_state_bytes", 1 / MiB, "{:.3f}"),
     ("state vs AdamW", "state_vs_adamw", 100.0, "{:.1f}%"),
 )
+#: what a finished run's metrics.json must hold to be compared
+REQUIRED = ("overrides", "train_curve", "val_curve", *(key for _, key, _, _ in COLUMNS))
+
+
+def read_run(path: Path) -> dict[str, Any] | None:
+    """One run's metrics, or None (logged, naming the file and why) for a file that is not a
+    finished run: unreadable, partial, or from a run stopped by SIGTERM."""
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        log.warning("skipping %s: not a readable metrics.json (%s)", path, err)
+        return None
+    missing = [key for key in REQUIRED if key not in run] if isinstance(run, dict) else ["everything"]
+    if missing:
+        log.warning("skipping %s: partial metrics.json, no %s", path, missing)
+        return None
+    if run.get("interrupted"):
+        log.warning("skipping %s: the run was interrupted (resume it with lam-train ckpt_path=...)", path)
+        return None
+    return run
 
 
 def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every run's metrics under ``root``, labelled by the settings that vary between runs."""
+    """Every finished run's metrics under ``root``, labelled by the settings that vary between
+    runs. Files that are not finished runs are named in a warning and skipped."""
     root = Path(root)
     files = sorted(root.rglob("metrics.json"))
-    if not files:
+    read = [(run, f) for f in files if (run := read_run(f)) is not None]
+    if not read:
         raise FileNotFoundError(
-            f"no metrics.json under {root}: point lam-compare at a lam-train run or sweep dir"
+            f"no usable metrics.json under {root} ({len(files)} found): point lam-compare at a "
+            "lam-train run or sweep dir"
         )
-    runs = [json.loads(p.read_text()) for p in files]
+    runs, files = [r for r, _ in read], [f for _, f in read]
     overridden = sorted({k for r in runs for k in _overrides(r)})
     settings = [{k: _value(r, f.parent, k) for k in overridden} for r, f in zip(runs, files)]
     varying = [k for k in overridden if len({s[k] for s in settings}) > 1]
     for run, setting in zip(runs, settings):
         if varying:
             run["label"] = " ".join(f"{k}={setting[k]}" for k in varying)
+        else:
+            run.setdefault("label", "run")  # lam-train writes one; a hand-made file may not
     return runs
 
 
@@ -84,7 +110,11 @@ def _normal(text: str) -> str:
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    """Mean and std of the finite values (NaN when none is finite)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,6 +128,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "setting": label,
             "n": len(members),
             "seeds": sorted(m.get("seed") for m in members),
+            # a non-finite final loss: the run diverged; the loss column averages the others
+            "diverged": sum(not math.isfinite(m["final_val_loss"]) for m in members),
         }
         for _, key, scale, _ in COLUMNS:
             row[key] = _mean_std([m[key] * scale for m in members])
@@ -112,7 +144,11 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
         cells = [row["setting"], str(row["n"])]
         for _, key, _, fmt in COLUMNS:
             mean, std = row[key]
-            cells.append(fmt.format(mean) + (f" ± {fmt.format(std)}" if row["n"] > 1 else ""))
+            finite = row["n"] - (row["diverged"] if key == "final_val_loss" else 0)
+            cell = fmt.format(mean) + (f" ± {fmt.format(std)}" if finite > 1 else "")
+            if key == "final_val_loss" and row["diverged"]:
+                cell = "diverged" if not finite else f"{cell} ({row['diverged']} diverged)"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -128,13 +164,20 @@ def compare(root: str | Path, out: str | Path | None = None) -> tuple[str, Path]
     with open(out / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["setting", "runs", "seeds", *(f"{k}_{s}" for _, k, _, _ in COLUMNS for s in ("mean", "std"))]
+            [
+                "setting",
+                "runs",
+                "diverged",
+                "seeds",
+                *(f"{k}_{s}" for _, k, _, _ in COLUMNS for s in ("mean", "std")),
+            ]
         )
         for row in rows:
             writer.writerow(
                 [
                     row["setting"],
                     row["n"],
+                    row["diverged"],
                     " ".join(map(str, row["seeds"])),
                     *(v for _, k, _, _ in COLUMNS for v in row[k]),
                 ]
@@ -150,7 +193,11 @@ class CompareRunsAtSweepEnd(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not any(sweep_dir.rglob("metrics.json")):
             return
-        table, png = compare(sweep_dir)
+        try:
+            table, png = compare(sweep_dir)
+        except (OSError, ValueError) as err:  # never lose the sweep's runs over their summary
+            log.error("no sweep summary for %s: %s", sweep_dir, err)
+            return
         log.info("sweep summary (%s):\n%s\nplot: %s", sweep_dir / "summary.md", table, png)
 
 
@@ -159,9 +206,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("run_dir", help="a lam-train run or multirun directory (searched recursively)")
     parser.add_argument("--out", help="where to write summary.md/.csv and compare.png (default: RUN_DIR)")
     args = parser.parse_args(argv)
-    table, png = compare(args.run_dir, args.out)
+    try:
+        table, png = compare(args.run_dir, args.out)
+    except FileNotFoundError as err:
+        parser.error(str(err))
     print(table)
-    print(f"\nwrote {Path(args.out or args.run_dir) / 'summary.md'}, summary.csv and {png}")
+    out = Path(args.out or args.run_dir).resolve()
+    print(f"\nwrote {out / 'summary.md'}, {out / 'summary.csv'} and {png.resolve()}")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from typing import Any
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from partitioners import PartitionPlan, auto_partition, name_partition
+from partitioners import PartitionPlan, auto_partition, load_plan, name_partition
 
-from ..optimizer import AdamMini
+from ..optimizer import AdamMini, decay_matrices
 
 PlanFactory = Callable[[nn.Module, tuple[Any, ...]], PartitionPlan]
 
@@ -43,13 +43,12 @@ def names_plan(
 
 def pinned_plan(model: nn.Module, example_inputs: tuple[Any, ...], path: str) -> PartitionPlan:
     """A plan saved as YAML (``PartitionPlan.to_yaml``), e.g. a run's ``partition_plan.yaml``."""
-    file = Path(path).expanduser()
-    if not file.is_file():
+    if not Path(path).expanduser().is_file():
         raise FileNotFoundError(
             f"partition.path={path!r}: no such file; point it at a plan YAML, e.g. the "
             "partition_plan.yaml that every lam-train run writes into its output directory"
         )
-    return PartitionPlan.from_yaml(file.read_text())
+    return load_plan(path)
 
 
 def uses_plan(optimizer_factory: Callable[..., Optimizer]) -> bool:
@@ -59,13 +58,14 @@ def uses_plan(optimizer_factory: Callable[..., Optimizer]) -> bool:
 
 
 def baseline_optimizer(optimizer_factory: Callable[..., Optimizer], model: nn.Module) -> Optimizer:
-    """A baseline (e.g. AdamW) over param groups that decay only >= 2-D parameters, as AdamMini
-    does, so that the comparison is like for like."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """A baseline (e.g. AdamW) whose weight decay applies to the parameters AdamMini's default
+    ``decay_filter`` picks, so that the comparison is like for like."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decayed = [decay_matrices(n, p) for n, p in named]
     return optimizer_factory(
         [
-            {"params": [p for p in params if p.ndim >= 2]},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            {"params": [p for (_, p), d in zip(named, decayed) if d]},
+            {"params": [p for (_, p), d in zip(named, decayed) if not d], "weight_decay": 0.0},
         ]
     )
 

@@ -60,6 +60,21 @@ class RunSummary(Callback):
         else:
             self.val_curve.append(point)
 
+    # Kept in Lightning's checkpoints, so a resumed run reports its whole history.
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "train_curve": self.train_curve,
+            "val_curve": self.val_curve,
+            "train_seconds": self.train_seconds,
+            "tokens": self.tokens,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_curve = [tuple(p) for p in state_dict["train_curve"]]
+        self.val_curve = [tuple(p) for p in state_dict["val_curve"]]
+        self.train_seconds = state_dict["train_seconds"]
+        self.tokens = state_dict["tokens"]
+
     def summary(self, trainer: L.Trainer, model: nn.Module) -> dict[str, Any]:
         state = optimizer_state_bytes(trainer.optimizers)
         adamw = adamw_state_bytes(model)

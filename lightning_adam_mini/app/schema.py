@@ -9,11 +9,12 @@ config dataclasses, so the two can't drift apart.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from .models import ConvNetConfig, GPTConfig, LlamaConfig
 
@@ -32,6 +33,9 @@ class TrainSchema:
     trainer: Any = MISSING
     logger: Any = None
     callbacks: Any = None
+    #: a Lightning checkpoint to resume from, e.g. the ``checkpoints/interrupted.ckpt`` that a
+    #: run stopped by SIGTERM writes: ``lam-train ckpt_path=<run dir>/checkpoints/interrupted.ckpt``
+    ckpt_path: str | None = None
 
 
 # ---- optimizer ---------------------------------------------------------------------------------
@@ -165,7 +169,9 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 
 
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent)."""
+    """Store every schema in Hydra's ConfigStore, and the ``lam_pid`` resolver that makes run
+    directories unique (idempotent)."""
+    OmegaConf.register_new_resolver("lam_pid", os.getpid, replace=True)
     cs = ConfigStore.instance()
     for (group, name), node in SCHEMAS.items():
         cs.store(group=group, name=name, node=node)

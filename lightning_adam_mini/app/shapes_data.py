@@ -10,6 +10,7 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 NUM_CLASSES = 4
 
@@ -66,8 +67,14 @@ class ShapesDataModule(L.LightningDataModule):
         return torch.zeros(self.batch_size, 1, self.image_size, self.image_size)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        # Stateful, so that a run resumed from a checkpoint continues exactly (see text_data).
+        # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
+        return StatefulDataLoader(
+            dataset=self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

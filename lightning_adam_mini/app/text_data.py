@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from importlib.resources import files
 from pathlib import Path
 
@@ -9,18 +10,29 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 #: The Python language reference topics (CPython's pydoc_data), shipped with the package.
 DEFAULT_CORPUS = "python_reference.txt"
 
 
 def read_corpus(path: str | None = None) -> bytes:
+    """The bytes of ``path`` (default: the shipped corpus); refuses a missing or non-text file."""
     if path is None:
         return files("lightning_adam_mini").joinpath("app", "data", DEFAULT_CORPUS).read_bytes()
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"data.path={path!r}: no such file; give a text file or null")
-    return file.read_bytes()
+    data = file.read_bytes()
+    if not data:
+        raise ValueError(f"data.path={path!r} is empty; give a text file")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"data.path={path!r} is not UTF-8 text (byte {err.start}); give a text file"
+        ) from None
+    return data
 
 
 class TokenWindows(Dataset):
@@ -54,28 +66,48 @@ class ByteTextDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ):
         super().__init__()
+        for name, value in (("block_size", block_size), ("batch_size", batch_size)):
+            if value < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {value}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
         self.path, self.block_size, self.batch_size = path, block_size, batch_size
         self.val_fraction, self.num_workers = val_fraction, num_workers
+        # Read and checked now, while the config is built, not after the model and Trainer are.
+        self.tokens = torch.frombuffer(bytearray(read_corpus(path)), dtype=torch.uint8).long()
+        self.n_val = int(len(self.tokens) * val_fraction)
+        train_windows = (len(self.tokens) - self.n_val - 1) // block_size
+        if self.n_val <= block_size or train_windows < batch_size:
+            need = max((block_size + 1) / val_fraction, (batch_size * block_size + 1) / (1 - val_fraction))
+            raise ValueError(
+                f"data.path={path!r} has {len(self.tokens)} bytes: too few for data.block_size="
+                f"{block_size}, data.batch_size={batch_size} and data.val_fraction={val_fraction} "
+                f"(one training batch and one validation window need about {math.ceil(need)} bytes); "
+                "give a longer file or smaller sizes"
+            )
         self.train_set: TokenWindows | None = None
         self.val_set: TokenWindows | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        tokens = torch.frombuffer(bytearray(read_corpus(self.path)), dtype=torch.uint8).long()
-        n_val = int(len(tokens) * self.val_fraction)
-        self.train_set = TokenWindows(tokens[:-n_val], self.block_size)
-        self.val_set = TokenWindows(tokens[-n_val:], self.block_size)
+        self.train_set = TokenWindows(self.tokens[: -self.n_val], self.block_size)
+        self.val_set = TokenWindows(self.tokens[-self.n_val :], self.block_size)
 
     def example_input(self) -> Tensor:
         """A batch of ``x`` with the training shape (values irrelevant; used for tracing)."""
         return torch.zeros(self.batch_size, self.block_size, dtype=torch.long)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set, self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        # Stateful: its position is saved in Lightning's checkpoints, so a resumed run continues
+        # with exactly the batches the uninterrupted run would have seen.
+        # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
+        return StatefulDataLoader(
+            dataset=self.train_set,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from lightning_adam_mini.app.schema import register_configs
 
-CONFIGS = Path(__file__).resolve().parents[2] / "lightning_adam_mini" / "app" / "configs"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "lightning_adam_mini" / "app" / "configs"
 # What the console script `lam-train` runs: main() imported from its module (so Hydra finds the
 # configs the way it does after `pip install .`, as package resources, not next to a script).
 LAM_TRAIN = [sys.executable, "-c", "from lightning_adam_mini.app.train import main; main()"]
@@ -34,8 +35,16 @@ def compose_train(overrides: list[str] = ()) -> DictConfig:
 def run_lam_train(
     args: list[str], cwd: Path, timeout: int = 300, command: list[str] = LAM_TRAIN
 ) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONHASHSEED="0", HYDRA_FULL_ERROR="0")
-    return subprocess.run(command + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command + args, cwd=cwd, env=lam_train_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def lam_train_env() -> dict[str, str]:
+    """lam-train's environment in tests: this checkout's code on PYTHONPATH, not an installed copy
+    (the run's cwd is a tmp dir)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONHASHSEED="0", HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1", PYTHONPATH=path)
 
 
 @pytest.fixture

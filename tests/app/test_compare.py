@@ -54,7 +54,7 @@ def test_lam_compare_cli(tmp_path, capsys):
     assert (tmp_path / "out" / "compare.png").stat().st_size > 0
     with open(tmp_path / "out" / "summary.csv") as f:
         assert [r["setting"] for r in csv.DictReader(f)] == ["optimizer=a", "optimizer=b"]
-    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+    with pytest.raises(FileNotFoundError, match="no usable metrics.json"):
         compare.compare(tmp_path / "empty")
 
 

@@ -13,6 +13,8 @@ from torch import nn
 
 from lightning_adam_mini import AdamMini, PartitionPlan
 from lightning_adam_mini.app.plans import build_optimizer
+from lightning_adam_mini.app.task import CrossEntropyTask
+from lightning_adam_mini.app.train import check_settings
 
 from .conftest import compose_train, group_options, run_lam_train
 
@@ -36,6 +38,7 @@ def test_every_option_composes(override):
     OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
     for key in ("model", "data", "optimizer", "partition", "trainer"):
         assert "_target_" in cfg[key], (override, key)
+    check_settings(cfg)  # lam-train's own early checks accept every shipped option
 
 
 @pytest.mark.parametrize("model", sorted(MODEL_DATA))
@@ -54,9 +57,13 @@ def test_model_data_optimizer_instantiate_and_step(model):
         opt = build_optimizer(factory, net, x, instantiate(ocfg.partition))
         assert isinstance(opt, AdamMini) == (option != "adamw")
         assert opt.defaults["betas"] == (0.9, 0.95) or list(opt.defaults["betas"]) == [0.9, 0.95]
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
         logits = net(x)
         torch.nn.functional.cross_entropy(logits.flatten(0, -2), y.flatten()).backward()
         opt.step()
+        for name, p in net.named_parameters():  # every parameter with a gradient moved
+            if p.grad is not None and p.grad.any():
+                assert not torch.equal(p, before[name]), (option, name)
         opt.zero_grad()
 
 
@@ -85,12 +92,29 @@ def test_pinned_partition_round_trips(tmp_path):
         instantiate(compose_train(["partition=pinned", "partition.path=nope.yaml"]).partition)(net, ())
 
 
-@pytest.mark.parametrize("option", ["default", "cpu", "ddp"])
-def test_trainer_instantiates_on_cpu(option, tmp_path):
-    cfg = compose_train([f"trainer={option}", f"trainer.default_root_dir={tmp_path}"])
-    extra = {"accelerator": "cpu", "devices": 2} if option == "ddp" else {}
-    trainer = instantiate(cfg.trainer, logger=False, **extra)
-    assert trainer.max_steps == cfg.trainer.max_steps
+def _fit_two_steps(trainer_option: str, tmp_path, logger=False) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """Fit the smoke task for two steps with ``trainer=<option>``; the net and its initial weights."""
+    tiny = ["experiment=smoke", "trainer.max_steps=2", "trainer.limit_val_batches=1", "data.batch_size=2"]
+    cfg = compose_train([*tiny, f"trainer={trainer_option}", f"trainer.default_root_dir={tmp_path}"])
+    data = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    task = CrossEntropyTask(net, instantiate(cfg.optimizer), data.example_input())
+    trainer = instantiate(cfg.trainer, logger=logger, accelerator="cpu", enable_progress_bar=False)
+    assert trainer.max_steps == 2
+    trainer.fit(task, datamodule=data)
+    assert trainer.global_step == 2
+    return net, before
+
+
+def _moved(net: nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
+    return [n for n, p in net.named_parameters() if not torch.equal(p.detach(), before[n])]
+
+
+@pytest.mark.parametrize("option", ["default", "cpu"])
+def test_trainer_fits_on_cpu(option, tmp_path):
+    net, before = _fit_two_steps(option, tmp_path)
+    assert len(_moved(net, before)) == len(before)  # every parameter, not only some
 
 
 def test_fsdp_strategy_instantiates():
@@ -102,14 +126,19 @@ def test_fsdp_strategy_instantiates():
     assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (2, 1)
 
 
-def test_loggers_instantiate(tmp_path):
-    cfg = compose_train(["logger=csv", f"logger.csv.save_dir={tmp_path}"])
-    from lightning.pytorch.loggers import CSVLogger
-
-    assert isinstance(instantiate(cfg.logger.csv), CSVLogger)
-    pytest.importorskip("tensorboard")
-    cfg = compose_train(["logger=tensorboard", f"logger.tensorboard.save_dir={tmp_path}"])
-    instantiate(cfg.logger.tensorboard)
+@pytest.mark.parametrize(
+    "option, written", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.*")]
+)
+def test_loggers_record_a_fit(option, written, tmp_path):
+    cfg = compose_train(
+        [f"logger={option}", f"logger.{option}.save_dir={tmp_path}", "trainer.log_every_n_steps=1"]
+    )
+    net, before = _fit_two_steps("cpu", tmp_path, logger=instantiate(cfg.logger[option]))
+    assert _moved(net, before)
+    files = list(tmp_path.glob(written))
+    assert files and files[0].stat().st_size > 0
+    if option == "csv":
+        assert "train/loss" in files[0].read_text()
 
 
 @pytest.mark.parametrize(

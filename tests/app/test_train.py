@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import read_write
 
-from lightning_adam_mini import PartitionPlan
+from lightning_adam_mini import BlockLayout, PartitionPlan
 from lightning_adam_mini.app.schema import register_configs
 from lightning_adam_mini.app.train import train
 
@@ -89,9 +89,73 @@ def test_other_options_train(tmp_path, tiny, overrides):
     assert (tmp_path / "run" / "loss_curve.png").exists()
 
 
-def test_pinned_plan_from_a_previous_run(tmp_path, tiny):
-    first = _train_in_process(tiny, tmp_path / "a")
-    plan_file = tmp_path / "a" / "partition_plan.yaml"
-    second = _train_in_process([*tiny, "partition=pinned", f"partition.path={plan_file}"], tmp_path / "b")
-    assert (tmp_path / "b" / "partition_plan.yaml").read_text() == plan_file.read_text()
-    assert second["final_val_loss"] == pytest.approx(first["final_val_loss"], abs=1e-6)
+# The smoke GPT (1 layer, n_embd 32, 2 heads of 16, vocab 256, 32 positions; lm_head tied): v
+# values per plan, counted by hand from its 16 parameter tensors (biases and norm biases: one per
+# element, 32 + 96 + 32 + 32 + 128 + 32 + 32 = 384 in all; norm scales: one each, 3 in all):
+#   graph plan: wte 256 rows, wpe 32 rows, c_attn q 2 heads + k 2 heads + v 32 rows, attn c_proj
+#               32, mlp c_fc 128 + c_proj 32 (output neurons: dim 1 of GPT-2's Conv1D) -> 903
+#   name rules: wte 256, wpe 1, c_attn 1 and attn.c_proj 1 (not named q/k/v/attn.proj: one
+#               block), mlp c_fc 32 + c_proj 128 (rows along dim 0, whatever the layout) -> 806
+SMOKE_PARAMS = 21_984
+SMOKE_TENSORS = 16
+SMOKE_BLOCKS = {"graph": 903, "names": 806}
+
+
+def _state_bytes(blocks: int) -> int:
+    """m (fp32 per element) + v (fp32 per block) + one fp32 step counter per tensor."""
+    return 4 * (SMOKE_PARAMS + blocks + SMOKE_TENSORS)
+
+
+@pytest.mark.parametrize(
+    "overrides, plan",
+    [([], "graph"), (["partition=names"], "names"), (["optimizer=adam_mini_names"], "names")],
+    ids=["auto", "partition=names", "optimizer=adam_mini_names"],
+)
+def test_the_chosen_plan_is_the_plan_in_use(tmp_path, tiny, overrides, plan):
+    steps = ["trainer.max_steps=1", "trainer.limit_val_batches=1", "plot=false"]
+    summary = _train_in_process([*tiny, *overrides, *steps], tmp_path / "run")
+    assert summary["optimizer_state_bytes"] == _state_bytes(SMOKE_BLOCKS[plan])  # the optimizer's own v
+    used = PartitionPlan.from_yaml((tmp_path / "run" / "partition_plan.yaml").read_text())
+    c_attn = used["transformer.h.0.attn.c_attn.weight"]
+    assert str(c_attn.layout) == (
+        "tensor" if plan == "names" else "segments(dim=1, (q:32/16 + k:32/16 + v:32/1))"
+    )
+    assert used["transformer.h.0.mlp.c_fc.weight"].layout.axis == (0 if plan == "names" else 1)
+
+
+def test_pinned_plan_is_read_from_the_file(tmp_path, tiny):
+    """The pinned file differs from what tracing gives, so only reading it explains the run."""
+    from hydra.utils import instantiate
+
+    from .conftest import compose_train
+
+    cfg = compose_train(tiny)
+    net = instantiate(cfg.model)
+    traced = instantiate(cfg.partition)(net, (instantiate(cfg.data).example_input(),))
+    pinned = traced.replace("transformer.h.0.attn.c_attn.weight", layout=BlockLayout.tensor(), role="other")
+    pinned = pinned.replace("transformer.wte.weight", layout=BlockLayout.tensor(), role="other")
+    plan_file = tmp_path / "pinned.yaml"
+    plan_file.write_text(pinned.to_yaml())
+    steps = ["trainer.max_steps=1", "trainer.limit_val_batches=1", "plot=false"]
+    summary = _train_in_process(
+        [*tiny, *steps, "partition=pinned", f"partition.path={plan_file}"], tmp_path / "run"
+    )
+    assert (tmp_path / "run" / "partition_plan.yaml").read_text() == plan_file.read_text()
+    # c_attn 36 -> 1 block, wte 256 -> 1 block
+    assert summary["optimizer_state_bytes"] == _state_bytes(SMOKE_BLOCKS["graph"] - 35 - 255)
+
+
+@pytest.mark.distributed
+def test_lam_train_ddp_on_two_cpu_processes(tmp_path, tiny):
+    run_dir = tmp_path / "run"
+    overrides = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=3"]
+    # Lightning relaunches sys.argv for rank 1, so this runs the installed console script itself.
+    script = Path(sys.executable).with_name("lam-train")
+    proc = run_lam_train([*tiny, *overrides, f"hydra.run.dir={run_dir}"], cwd=tmp_path, command=[str(script)])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # 3 steps of 8 windows of 32 tokens on each of the 2 processes
+    assert metrics["steps"] == 3 and metrics["tokens"] == 3 * 8 * 32 * 2
+    assert math.isfinite(metrics["final_val_loss"])
