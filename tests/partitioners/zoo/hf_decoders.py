@@ -1,0 +1,437 @@
+"""Hugging Face decoder-only language models (transformers 5.x), tiny random configs.
+
+Shapes used by the expectations: vocabulary V, width D, H query heads of HD, KV key/value heads,
+MLP width FF. Every layout below is read from ``transformers/models/<model>/modeling_<model>.py``.
+"""
+
+from __future__ import annotations
+
+import transformers as tf
+
+from .blocks import Blocks, element, experts, heads, one, per_head, per_row, rows, segments, whole
+from .case import Built, Case, seeded, token_ids
+
+V, D, H, HD, KV, FF = 64, 32, 4, 8, 2, 64
+LAYERS = 2
+
+
+def causal_lm(config: tf.PretrainedConfig) -> Built:
+    model = seeded(lambda: tf.AutoModelForCausalLM.from_config(config))
+    return Built(model, (token_ids(V),))
+
+
+def llama_family(head_dim: int = HD) -> dict[str, Blocks]:
+    """Separate q/k/v/o and a gated MLP (LlamaAttention, LlamaMLP and their copies)."""
+    return {
+        "*.embed_tokens.weight": rows(),  # embedding lookup: one block per token
+        "*.q_proj.weight": heads(head_dim),  # view(B, T, -1, head_dim): heads along the output rows
+        "*.k_proj.weight": heads(head_dim),  # GQA: KV heads of head_dim
+        "*.v_proj.weight": rows(),
+        "*.o_proj.weight": rows(),
+        "*.gate_proj.weight": rows(),
+        "*.up_proj.weight": rows(),
+        "*.down_proj.weight": rows(),
+        "*norm.weight": whole(),  # RMSNorm scales (input_, post_attention_, final, q/k norms)
+        "lm_head.weight": rows(),  # untied output head: one block per token
+    }
+
+
+def llama_config(cls: type[tf.PretrainedConfig] = tf.LlamaConfig, **overrides) -> tf.PretrainedConfig:
+    kw = dict(
+        num_hidden_layers=LAYERS,
+        hidden_size=D,
+        num_attention_heads=H,
+        num_key_value_heads=KV,
+        intermediate_size=FF,
+        vocab_size=V,
+    )
+    return cls(**(kw | overrides))
+
+
+TIED = {"lm_head.weight"}  # tied to embed_tokens: named_parameters lists the table once
+
+
+def without(layout: dict[str, Blocks], names: set[str]) -> dict[str, Blocks]:
+    return {k: v for k, v in layout.items() if k not in names}
+
+
+CASES = [
+    Case("hf-llama-gqa", "transformers", lambda: causal_lm(llama_config()), llama_family()),
+    Case(
+        "hf-mistral-sliding-window",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.MistralConfig, sliding_window=4)),
+        llama_family(),
+    ),
+    Case(
+        "hf-qwen2-qkv-bias",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.Qwen2Config, tie_word_embeddings=False)),
+        llama_family() | {"*.bias": element()},  # q/k/v biases
+    ),
+    Case(
+        # Gemma: explicit head_dim (H*16 != D), one KV head (MQA), tied head, (1 + w) norm scales
+        "hf-gemma-mqa-head-dim",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.GemmaConfig, num_key_value_heads=1, head_dim=16)),
+        without(llama_family(head_dim=16), TIED),
+    ),
+    Case(
+        # Gemma 2: attention logits soft-capped (tanh) before the softmax; sliding/full layers
+        # alternate; pre/post feed-forward norms
+        "hf-gemma2-softcap",
+        "transformers",
+        lambda: causal_lm(
+            llama_config(
+                tf.Gemma2Config,
+                head_dim=HD,
+                sliding_window=4,
+                attn_logit_softcapping=50.0,
+                final_logit_softcapping=30.0,
+            )
+        ),
+        without(llama_family(), TIED),
+    ),
+    Case(
+        # Qwen3: RMSNorm(head_dim) on each query and key head before rotary
+        "hf-qwen3-qk-norm",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.Qwen3Config, head_dim=HD, tie_word_embeddings=False)),
+        llama_family(),
+    ),
+    Case(
+        # OLMo 2: RMSNorm over the whole q (H*HD) and k (KV*HD) projections, before the head view
+        "hf-olmo2-qk-norm",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.Olmo2Config)),
+        llama_family(),
+    ),
+    Case(
+        # Phi-3: qkv_proj = q | k | v sliced at H*HD and (H+KV)*HD; gate_up_proj chunked in two
+        "hf-phi3-fused-qkv",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.Phi3Config, pad_token_id=0)),
+        without(
+            llama_family(),
+            {
+                "*.q_proj.weight",
+                "*.k_proj.weight",
+                "*.v_proj.weight",
+                "*.gate_proj.weight",
+                "*.up_proj.weight",
+            },
+        )
+        | {
+            "*.qkv_proj.weight": segments(per_head(H, HD), per_head(KV, HD), per_row(KV * HD)),
+            "*.gate_up_proj.weight": rows(),
+        },
+    ),
+    Case(
+        # GPT-NeoX (Pythia): query_key_value viewed (B, T, H, 3*HD): q_h | k_h | v_h per head;
+        # partial rotary inside each head; parallel residual; biases; untied lm_head
+        "hf-gpt-neox-interleaved",
+        "transformers",
+        lambda: causal_lm(
+            tf.GPTNeoXConfig(
+                num_hidden_layers=LAYERS,
+                hidden_size=D,
+                num_attention_heads=H,
+                intermediate_size=FF,
+                vocab_size=V,
+                rotary_pct=0.5,
+            )
+        ),
+        {
+            "gpt_neox.embed_in.weight": rows(),
+            "*.query_key_value.weight": segments(one(HD), one(HD), per_row(HD), repeat=H),
+            "*.attention.dense.weight": rows(),
+            "*.dense_h_to_4h.weight": rows(),
+            "*.dense_4h_to_h.weight": rows(),
+            "*layernorm.weight": whole(),
+            "*.final_layer_norm.weight": whole(),
+            "lm_head.weight": rows(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # BLOOM: query_key_value viewed (B, T, H, 3, HD) (interleaved per head); ALiBi scores via
+        # baddbmm; a layer norm on the word embeddings; tied head
+        "hf-bloom-alibi",
+        "transformers",
+        lambda: causal_lm(tf.BloomConfig(n_layer=LAYERS, hidden_size=D, n_head=H, vocab_size=V)),
+        {
+            "transformer.word_embeddings.weight": rows(),
+            "*.query_key_value.weight": segments(one(HD), one(HD), per_row(HD), repeat=H),
+            "*.self_attention.dense.weight": rows(),
+            "*.dense_h_to_4h.weight": rows(),
+            "*.dense_4h_to_h.weight": rows(),
+            "*layernorm*.weight": whole(),
+            "transformer.ln_f.weight": whole(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # Falcon-7B style multi-query: query_key_value viewed (B, T, H + 2, HD): H query heads,
+        # then ONE key head and one value head
+        "hf-falcon-mqa",
+        "transformers",
+        lambda: causal_lm(
+            tf.FalconConfig(
+                num_hidden_layers=LAYERS,
+                hidden_size=D,
+                num_attention_heads=H,
+                vocab_size=V,
+                multi_query=True,
+                new_decoder_architecture=False,
+                parallel_attn=True,
+            )
+        ),
+        {
+            "transformer.word_embeddings.weight": rows(),
+            "*.query_key_value.weight": segments(per_head(H, HD), one(HD), per_row(HD)),
+            "*.self_attention.dense.weight": rows(),
+            "*.dense_h_to_4h.weight": rows(),
+            "*.dense_4h_to_h.weight": rows(),
+            "*.input_layernorm.weight": whole(),
+            "transformer.ln_f.weight": whole(),
+            "*.bias": element(),
+        },
+        miss="MQA in a fused projection: the single key head (view to H+2 heads, then a slice) comes out one block per row",
+    ),
+    Case(
+        # Falcon-40B style: per KV group (H/KV query heads, 1 key head, 1 value head), the key
+        # and value broadcast_to the group's query heads
+        "hf-falcon-new-arch-gqa",
+        "transformers",
+        lambda: causal_lm(
+            tf.FalconConfig(
+                num_hidden_layers=LAYERS,
+                hidden_size=D,
+                num_attention_heads=H,
+                num_kv_heads=KV,
+                vocab_size=V,
+                new_decoder_architecture=True,
+            )
+        ),
+        {
+            "transformer.word_embeddings.weight": rows(),
+            "*.query_key_value.weight": segments(per_head(H // KV, HD), one(HD), per_row(HD), repeat=KV),
+            "*.self_attention.dense.weight": rows(),
+            "*.dense_h_to_4h.weight": rows(),
+            "*.dense_4h_to_h.weight": rows(),
+            "*.ln_attn.weight": whole(),
+            "*.ln_mlp.weight": whole(),
+            "transformer.ln_f.weight": whole(),
+            "*.bias": element(),
+        },
+        miss="GQA key broadcast_to the group's query heads inside a fused projection: key rows one block per row",
+    ),
+    Case(
+        # StarCoder (GPTBigCode) multi-query: c_attn = q (D) | k (HD) | v (HD), an nn.Linear
+        "hf-gpt-bigcode-mqa",
+        "transformers",
+        lambda: causal_lm(
+            tf.GPTBigCodeConfig(
+                n_layer=LAYERS, n_embd=D, n_head=H, vocab_size=V, n_positions=32, multi_query=True
+            )
+        ),
+        {
+            "transformer.wte.weight": rows(),
+            "transformer.wpe.weight": rows(),  # learned positions
+            "*.c_attn.weight": segments(per_head(H, HD), one(HD), per_row(HD)),
+            "*.attn.c_proj.weight": rows(),
+            "*.c_fc.weight": rows(),
+            "*.mlp.c_proj.weight": rows(),
+            "*ln_*.weight": whole(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # GPT-2: Conv1D stores weights (in, out): outputs along dim 1; c_attn = q | k | v
+        "hf-gpt2-conv1d",
+        "transformers",
+        lambda: causal_lm(tf.GPT2Config(n_layer=LAYERS, n_embd=D, n_head=H, vocab_size=V, n_positions=32)),
+        {
+            "transformer.wte.weight": rows(),
+            "transformer.wpe.weight": rows(),
+            "*.c_attn.weight": segments(per_head(H, HD), per_head(H, HD), per_row(D), axis=1),
+            "*.attn.c_proj.weight": rows(1),
+            "*.c_fc.weight": rows(1),
+            "*.mlp.c_proj.weight": rows(1),
+            "*ln_*.weight": whole(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # OPT: learned positions (nn.Embedding, offset 2) looked up by position ids
+        "hf-opt",
+        "transformers",
+        lambda: causal_lm(
+            tf.OPTConfig(
+                num_hidden_layers=LAYERS,
+                hidden_size=D,
+                num_attention_heads=H,
+                ffn_dim=FF,
+                vocab_size=V,
+                max_position_embeddings=32,
+                word_embed_proj_dim=D,
+            )
+        ),
+        {
+            "*.embed_tokens.weight": rows(),
+            "*.embed_positions.weight": rows(),
+            "*.q_proj.weight": heads(HD),
+            "*.k_proj.weight": heads(HD),
+            "*.v_proj.weight": rows(),
+            "*.out_proj.weight": rows(),
+            "*.fc1.weight": rows(),
+            "*.fc2.weight": rows(),
+            "*layer_norm.weight": whole(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # Mixtral: experts as 3-D tensors gate_up_proj (E, 2*FF, D) and down_proj (E, D, FF),
+        # used through F.linear(x, W[e]): outputs along dim 1, one block per (expert, row)
+        "hf-mixtral-3d-experts",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.MixtralConfig, num_local_experts=4, num_experts_per_tok=2)),
+        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        | {
+            "*.experts.gate_up_proj": experts(axis=1),
+            "*.experts.down_proj": experts(axis=1),
+            "*.mlp.gate.weight": rows(),  # router (E, D)
+        },
+    ),
+    Case(
+        # Qwen2-MoE: 3-D experts, a shared expert MLP and its sigmoid gate Linear(D, 1)
+        "hf-qwen2-moe-shared-expert",
+        "transformers",
+        lambda: causal_lm(
+            llama_config(
+                tf.Qwen2MoeConfig,
+                num_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=FF // 2,
+                shared_expert_intermediate_size=FF,
+                tie_word_embeddings=False,
+            )
+        ),
+        llama_family()
+        | {
+            "*.experts.gate_up_proj": experts(axis=1),
+            "*.experts.down_proj": experts(axis=1),
+            "*.mlp.gate.weight": rows(),
+            "*.shared_expert_gate.weight": rows(),  # (1, D): one output neuron
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # GPT-OSS: learned per-head sink logits concatenated to the scores before the softmax;
+        # experts stored transposed (E, D, 2*FF) with gate/up interleaved along the outputs and
+        # 2-D expert biases; router with bias
+        "hf-gpt-oss-sinks",
+        "transformers",
+        lambda: causal_lm(
+            llama_config(
+                tf.GptOssConfig,
+                head_dim=HD,
+                num_local_experts=4,
+                num_experts_per_tok=2,
+                sliding_window=4,
+            )
+        ),
+        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        | {
+            "*.self_attn.sinks": whole(),  # learned logits: explained, one block
+            "*.experts.gate_up_proj": experts(axis=2),
+            "*.experts.down_proj": experts(axis=2),
+            "*.router.weight": rows(),
+            "*bias": element(),  # q/k/v/o, expert (E, out) and router biases
+        },
+        miss="attention sinks: scores cat'ed with sink logits, max-subtracted, sliced around the softmax -> q/k one block per row without a warning; 2-D expert biases (E, out) unexplained",
+    ),
+    Case(
+        # DeepSeek-V2-Lite MLA: q_proj heads of (nope + rope); kv_a_proj_with_mqa = latent rows
+        # (per neuron) | one shared rope key head; kv_b_proj per head = k_nope (one block, part
+        # of that key head) | v rows; complex rotary; key assembled with new_empty + copy_.
+        # Layer 0 dense MLP, layer 1 MoE with 3-D experts and a shared expert.
+        "hf-deepseek-v2-mla",
+        "transformers",
+        lambda: causal_lm(
+            llama_config(
+                tf.DeepseekV2Config,
+                num_key_value_heads=H,
+                q_lora_rank=None,
+                kv_lora_rank=16,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=4,
+                v_head_dim=8,
+                n_routed_experts=4,
+                num_experts_per_tok=2,
+                n_shared_experts=1,
+                moe_intermediate_size=16,
+                first_k_dense_replace=1,
+                n_group=1,
+                topk_group=1,
+            )
+        ),
+        {
+            "*.embed_tokens.weight": rows(),
+            "*.q_proj.weight": heads(12),
+            "*.kv_a_proj_with_mqa.weight": segments(per_row(16), one(4)),
+            "*.kv_b_proj.weight": segments(one(8), per_row(8), repeat=H),
+            "*.o_proj.weight": rows(),
+            "*.gate_proj.weight": rows(),
+            "*.up_proj.weight": rows(),
+            "*.down_proj.weight": rows(),
+            "*.experts.gate_up_proj": experts(axis=1),
+            "*.experts.down_proj": experts(axis=1),
+            "*.mlp.gate.weight": rows(),
+            "*norm.weight": whole(),
+            "lm_head.weight": rows(),
+        },
+        miss="MLA: complex rotary (view_as_complex) splits each query head into nope heads + rope rows; shared rope key (expand) and key assembled by new_empty + copy_ -> per row",
+    ),
+    Case(
+        # DeepSeek-V3 MLA with a query latent: q_a_proj rows (latent), q_a_layernorm, q_b_proj
+        # per head of (nope + rope); sigmoid router with group-limited top-k
+        "hf-deepseek-v3-mla-q-lora",
+        "transformers",
+        lambda: causal_lm(
+            llama_config(
+                tf.DeepseekV3Config,
+                num_key_value_heads=H,
+                q_lora_rank=16,
+                kv_lora_rank=16,
+                qk_nope_head_dim=8,
+                qk_rope_head_dim=4,
+                v_head_dim=8,
+                n_routed_experts=4,
+                num_experts_per_tok=2,
+                n_shared_experts=1,
+                moe_intermediate_size=16,
+                first_k_dense_replace=1,
+                n_group=1,
+                topk_group=1,
+            )
+        ),
+        {
+            "*.embed_tokens.weight": rows(),
+            "*.q_a_proj.weight": rows(),
+            "*.q_b_proj.weight": heads(12),
+            "*.kv_a_proj_with_mqa.weight": segments(per_row(16), one(4)),
+            "*.kv_b_proj.weight": segments(one(8), per_row(8), repeat=H),
+            "*.o_proj.weight": rows(),
+            "*.gate_proj.weight": rows(),
+            "*.up_proj.weight": rows(),
+            "*.down_proj.weight": rows(),
+            "*.experts.gate_up_proj": experts(axis=1),
+            "*.experts.down_proj": experts(axis=1),
+            "*.mlp.gate.weight": rows(),
+            "*norm.weight": whole(),
+            "lm_head.weight": rows(),
+        },
+        miss="MLA: key assembled by new_empty + copy_ (shared rope key of kv_a_proj_with_mqa, k_nope of kv_b_proj) -> per row",
+    ),
+]

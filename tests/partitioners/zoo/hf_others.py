@@ -1,0 +1,398 @@
+"""Hugging Face encoders, encoder-decoders, vision and state-space models (transformers 5.x).
+
+Every layout below is read from ``transformers/models/<model>/modeling_<model>.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers as tf
+
+from .blocks import Blocks, element, heads, per_head, per_row, rows, segments, whole
+from .case import Built, Case, seeded, token_ids
+
+V, D, H, HD, FF = 64, 32, 4, 8, 64
+LAYERS = 2
+
+
+def pixels(size: int = 16, channels: int = 3) -> torch.Tensor:
+    return torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def bert_like() -> dict[str, Blocks]:
+    """BertSelfAttention (separate query/key/value) + BertIntermediate/Output, post-LN."""
+    return {
+        "*.word_embeddings.weight": rows(),
+        "*.position_embeddings.weight": rows(),
+        "*.token_type_embeddings.weight": rows(),
+        "*.self.query.weight": heads(HD),
+        "*.self.key.weight": heads(HD),
+        "*.self.value.weight": rows(),
+        "*.attention.output.dense.weight": rows(),
+        "*.intermediate.dense.weight": rows(),
+        "*.output.dense.weight": rows(),
+        "*.transform.dense.weight": rows(),  # MLM head transform
+        "*LayerNorm.weight": whole(),
+        "*bias": element(),  # incl. the MLM decoder bias
+    }
+
+
+def t5_attention() -> dict[str, Blocks]:
+    """T5Attention: q/k/v/o without bias (inner dim H*HD), a relative-position bucket table."""
+    return {
+        "*.q.weight": heads(HD),
+        "*.k.weight": heads(HD),
+        "*.v.weight": rows(),
+        "*.o.weight": rows(),
+        "*.relative_attention_bias.weight": rows(),  # (buckets, H) looked up by bucket id
+        "*layer_norm.weight": whole(),
+    }
+
+
+def bart_like(prefix: str = "model") -> dict[str, Blocks]:
+    """BartAttention (self and cross), learned positions with offset 2, post-LN."""
+    return {
+        f"{prefix}.shared.weight": rows(),  # tied with both embed_tokens and lm_head
+        "*.embed_positions.weight": rows(),
+        "*.q_proj.weight": heads(HD),
+        "*.k_proj.weight": heads(HD),
+        "*.v_proj.weight": rows(),
+        "*.out_proj.weight": rows(),
+        "*.fc1.weight": rows(),
+        "*.fc2.weight": rows(),
+        "*layer_norm*.weight": whole(),
+        "*.layernorm_embedding.weight": whole(),
+        "*.bias": element(),
+    }
+
+
+def vit_layers() -> dict[str, Blocks]:
+    """ViTAttention (q/k/v/o_proj) + ViTMLP (fc1, fc2), pre-LN."""
+    return {
+        "*.attention.q_proj.weight": heads(HD),
+        "*.attention.k_proj.weight": heads(HD),
+        "*.attention.v_proj.weight": rows(),
+        "*.attention.o_proj.weight": rows(),
+        "*.mlp.fc1.weight": rows(),
+        "*.mlp.fc2.weight": rows(),
+        "*layernorm*.weight": whole(),
+        "*.bias": element(),
+    }
+
+
+CASES = [
+    Case(
+        "hf-bert-mlm",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.BertForMaskedLM(
+                    tf.BertConfig(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        num_attention_heads=H,
+                        intermediate_size=FF,
+                        vocab_size=V,
+                        max_position_embeddings=32,
+                    )
+                )
+            ),
+            (token_ids(V),),
+        ),
+        bert_like(),
+    ),
+    Case(
+        # ModernBERT: Wqkv viewed (B, T, 3, H, HD) and unbound: q | k | v; Wi = input | gate
+        # (chunk); bias-free LayerNorms; alternating global/local (sliding) attention; tied decoder
+        "hf-modernbert-fused-wqkv",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.ModernBertForMaskedLM(
+                    tf.ModernBertConfig(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        num_attention_heads=H,
+                        intermediate_size=FF,
+                        vocab_size=V,
+                        max_position_embeddings=32,
+                        local_attention=4,
+                        global_attn_every_n_layers=2,
+                        pad_token_id=0,
+                        bos_token_id=1,
+                        eos_token_id=2,
+                        cls_token_id=1,
+                        sep_token_id=2,
+                    )
+                )
+            ),
+            (token_ids(V),),
+        ),
+        {
+            "*.tok_embeddings.weight": rows(),
+            "*.Wqkv.weight": segments(per_head(H, HD), per_head(H, HD), per_row(D)),
+            "*.attn.Wo.weight": rows(),
+            "*.mlp.Wi.weight": rows(),
+            "*.mlp.Wo.weight": rows(),
+            "head.dense.weight": rows(),
+            "*norm.weight": whole(),
+            "*bias": element(),
+        },
+    ),
+    Case(
+        # T5 (v1.1 gated FFN): encoder self-attention, decoder self- and cross-attention
+        "hf-t5-encoder-decoder",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.T5ForConditionalGeneration(
+                    tf.T5Config(
+                        num_layers=LAYERS,
+                        d_model=D,
+                        d_kv=HD,
+                        num_heads=H,
+                        d_ff=FF,
+                        vocab_size=V,
+                        feed_forward_proj="gated-gelu",
+                    )
+                )
+            ),
+            (token_ids(V),),
+            {"decoder_input_ids": token_ids(V, seq=5)},
+        ),
+        t5_attention()
+        | {
+            "shared.weight": rows(),  # tied with both embed_tokens and lm_head
+            "*.wi_0.weight": rows(),
+            "*.wi_1.weight": rows(),
+            "*.wo.weight": rows(),
+        },
+    ),
+    Case(
+        # BART: encoder-decoder with cross-attention; head tied to the shared embedding
+        "hf-bart-encoder-decoder",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.BartForConditionalGeneration(
+                    tf.BartConfig(
+                        encoder_layers=LAYERS,
+                        decoder_layers=LAYERS,
+                        d_model=D,
+                        encoder_attention_heads=H,
+                        decoder_attention_heads=H,
+                        encoder_ffn_dim=FF,
+                        decoder_ffn_dim=FF,
+                        vocab_size=V,
+                        max_position_embeddings=32,
+                    )
+                )
+            ),
+            (token_ids(V),),
+            {"decoder_input_ids": token_ids(V, seq=5)},
+        ),
+        bart_like(),
+    ),
+    Case(
+        # Whisper: two Conv1d front-end layers (one block per conv tensor), frozen sinusoidal
+        # encoder positions, decoder positions read as a slice weight[0:T] and added, k_proj
+        # without bias, cross-attention; output head tied to the decoder embedding
+        "hf-whisper-encoder-decoder",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.WhisperForConditionalGeneration(
+                    tf.WhisperConfig(
+                        encoder_layers=LAYERS,
+                        decoder_layers=LAYERS,
+                        d_model=D,
+                        encoder_attention_heads=H,
+                        decoder_attention_heads=H,
+                        encoder_ffn_dim=FF,
+                        decoder_ffn_dim=FF,
+                        vocab_size=V,
+                        num_mel_bins=8,
+                        max_source_positions=16,
+                        max_target_positions=16,
+                        pad_token_id=0,
+                        bos_token_id=1,
+                        eos_token_id=2,
+                        decoder_start_token_id=1,
+                        suppress_tokens=[],
+                        begin_suppress_tokens=[],
+                    )
+                )
+            ),
+            (torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0)),),
+            {"decoder_input_ids": token_ids(V, seq=5)},
+        ),
+        {
+            "*.conv*.weight": whole(),
+            "model.decoder.embed_tokens.weight": rows(),
+            "model.decoder.embed_positions.weight": rows(),
+            "*.q_proj.weight": heads(HD),
+            "*.k_proj.weight": heads(HD),
+            "*.v_proj.weight": rows(),
+            "*.out_proj.weight": rows(),
+            "*.fc1.weight": rows(),
+            "*.fc2.weight": rows(),
+            "*layer_norm.weight": whole(),
+            "*.bias": element(),
+        },
+        miss="position table read as a slice weight[a:b] and added: one block and a warning",
+    ),
+    Case(
+        # ViT: Conv2d patch embedding, a class token (1, 1, D) and a position table
+        # (1, 1 + patches, D) added in full: one block per position row
+        "hf-vit-classifier",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.ViTForImageClassification(
+                    tf.ViTConfig(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        num_attention_heads=H,
+                        intermediate_size=FF,
+                        image_size=16,
+                        patch_size=4,
+                        num_labels=10,
+                    )
+                )
+            ),
+            (pixels(),),
+        ),
+        vit_layers()
+        | {
+            "vit.embeddings.cls_token": whole(),  # class token: explained, one block
+            "vit.embeddings.position_embeddings": rows(1),  # one block per position
+            "*.patch_embeddings.projection.weight": whole(),  # conv: one block per tensor
+            "classifier.weight": rows(),  # logits over classes
+        },
+        miss="position table (1, N, D) added in full: one block and a warning; class token warned as unexplained",
+    ),
+    Case(
+        # CLIP: text tower (token + position embeddings, causal), vision tower (class embedding,
+        # conv patches, position embedding), two projections and the learned logit scale
+        "hf-clip-dual-encoder",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.CLIPModel(
+                    tf.CLIPConfig(
+                        text_config=dict(
+                            num_hidden_layers=LAYERS,
+                            hidden_size=D,
+                            num_attention_heads=H,
+                            intermediate_size=FF,
+                            vocab_size=V,
+                            max_position_embeddings=16,
+                            projection_dim=16,
+                        ),
+                        vision_config=dict(
+                            num_hidden_layers=LAYERS,
+                            hidden_size=D,
+                            num_attention_heads=H,
+                            intermediate_size=FF,
+                            image_size=16,
+                            patch_size=4,
+                            projection_dim=16,
+                        ),
+                        projection_dim=16,
+                    )
+                )
+            ),
+            (),
+            {"input_ids": token_ids(V), "pixel_values": pixels()},
+        ),
+        {
+            "*.token_embedding.weight": rows(),
+            "*.position_embedding.weight": rows(),
+            "vision_model.embeddings.class_embedding": whole(),
+            "*.patch_embedding.weight": whole(),
+            "*.q_proj.weight": heads(HD),
+            "*.k_proj.weight": heads(HD),
+            "*.v_proj.weight": rows(),
+            "*.out_proj.weight": rows(),
+            "*.fc1.weight": rows(),
+            "*.fc2.weight": rows(),
+            "*norm*.weight": whole(),  # layer_norm1/2, final_, pre_layrnorm, post_layernorm
+            "*_projection.weight": rows(),
+            "logit_scale": whole(),  # learned scalar
+            "*.bias": element(),
+        },
+        miss="learned scalar (logit_scale) and class embedding warned as unexplained",
+    ),
+    Case(
+        # Mamba (CPU path, no CUDA kernels): in_proj = x | z (chunk), depthwise Conv1d, x_proj =
+        # dt | B | C, dt_proj; A_log (I, N) enters only through -exp(A_log) in the scan: not a
+        # table row the partition principle names, so one block and a warning; D is a 1-D scale
+        "hf-mamba-ssm",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.MambaForCausalLM(
+                    tf.MambaConfig(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        state_size=4,
+                        expand=2,
+                        conv_kernel=3,
+                        vocab_size=V,
+                        time_step_rank=4,
+                        use_mambapy=False,
+                    )
+                )
+            ),
+            (token_ids(V),),
+        ),
+        {
+            "backbone.embeddings.weight": rows(),
+            "*.in_proj.weight": rows(),
+            "*.conv1d.weight": whole(),
+            "*.x_proj.weight": rows(),
+            "*.dt_proj.weight": rows(),
+            "*.A_log": whole(),
+            "*.mixer.D": whole(),
+            "*.out_proj.weight": rows(),
+            "*norm*.weight": whole(),
+            "*.bias": element(),
+        },
+        unexplained=("*.A_log",),
+    ),
+    Case(
+        # Switch Transformers: T5 attention, every second layer sparse with a router
+        # (classifier Linear(D, E)) and per-expert nn.Linear experts (wi, wo) in a ModuleDict
+        "hf-switch-per-expert-linear",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.SwitchTransformersForConditionalGeneration(
+                    tf.SwitchTransformersConfig(
+                        num_layers=LAYERS,
+                        num_decoder_layers=LAYERS,
+                        num_sparse_encoder_layers=1,
+                        num_sparse_decoder_layers=1,
+                        d_model=D,
+                        d_kv=HD,
+                        num_heads=H,
+                        d_ff=FF,
+                        vocab_size=V,
+                        num_experts=4,
+                        expert_capacity=8,
+                    )
+                )
+            ),
+            (token_ids(V),),
+            {"decoder_input_ids": token_ids(V, seq=5)},
+        ),
+        t5_attention()
+        | {
+            "shared.weight": rows(),
+            "*.wi.weight": rows(),  # dense FFN and each expert's nn.Linear
+            "*.wo.weight": rows(),
+            "*.router.classifier.weight": rows(),
+        },
+        miss="export fails in the MoE router (TypeError during export): the whole model falls back to structure/names, heads lost",
+    ),
+]

@@ -1,0 +1,112 @@
+"""auto_partition on the zoo: every trainable parameter's blocks against the hand-written layout."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+import warnings
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from partitioners import PartitionPlan, PartitionWarning, PlanEntry, auto_partition
+
+from .blocks import describe, same_partition
+from .case import Case
+from .registry import CASES
+
+BY_NAME = {case.name: case for case in CASES}
+
+
+def plan_blocks(entry: PlanEntry) -> torch.Tensor:
+    """The plan's block id of every element: the code under test, through ``BlockLayout``'s API.
+
+    A layout keeps one second-moment value per block, in a tensor of ``v_shape``; ``row_to_block``
+    maps each row along the row axis to its block there, and the reduced axes broadcast.
+    """
+    layout, shape = entry.layout, entry.shape
+    v_shape = layout.v_shape(shape)
+    ids = torch.arange(int(torch.Size(v_shape).numel())).reshape(v_shape)
+    row_to_block = layout.row_to_block(shape)
+    if row_to_block is not None:
+        ids = ids.index_select(layout.axis, torch.tensor(row_to_block))
+    return ids.expand(shape)
+
+
+@dataclass
+class Outcome:
+    plan: PartitionPlan | None
+    error: BaseException | None
+    partition_warnings: list[str]
+    expected: dict[str, torch.Tensor]
+
+
+@functools.cache
+def outcome(name: str) -> Outcome:
+    """Build the case and partition it once; both tests read the result."""
+    case = BY_NAME[name]
+    model, args, kwargs = case.build()
+    expected = case.expected(model)
+    plan, error = None, None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            plan = auto_partition(model, args, kwargs)
+        except Exception as err:  # the property under test: nothing may escape
+            error = err
+    found = [str(w.message) for w in caught if issubclass(w.category, PartitionWarning)]
+    return Outcome(plan, error, found, expected)
+
+
+def params(xfail_when) -> list:
+    out = []
+    for case in CASES:
+        marks = [pytest.mark.slow] if case.slow else []
+        reason = xfail_when(case)
+        if reason:
+            marks.append(pytest.mark.xfail(strict=True, reason=reason))
+        out.append(pytest.param(case.name, id=case.name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("name", params(lambda case: case.escapes))
+def test_no_exception_escapes(name: str) -> None:
+    error = outcome(name).error
+    assert error is None, f"auto_partition raised {type(error).__name__}: {error}"
+
+
+def _mismatches(case: Case, result: Outcome) -> list[str]:
+    assert result.plan is not None
+    lines = []
+    assert list(result.plan) == list(result.expected), "the plan lists other parameters than the model"
+    for name, want in result.expected.items():
+        entry = result.plan[name]
+        got = plan_blocks(entry)
+        if not same_partition(got, want):
+            lines.append(
+                f"  {name} {tuple(entry.shape)}: expected {describe(want)}; "
+                f"plan has {entry.layout} [{entry.role}, {entry.decided_by}] = {describe(got)}"
+            )
+    return lines
+
+
+@pytest.mark.parametrize("name", params(lambda case: case.escapes or case.miss))
+def test_layout_matches_the_library_source(name: str) -> None:
+    case, result = BY_NAME[name], outcome(name)
+    assert result.error is None, f"auto_partition raised {type(result.error).__name__}: {result.error}"
+    wrong = _mismatches(case, result)
+    assert not wrong, f"{case.name}: {len(wrong)} parameters partitioned differently:\n" + "\n".join(wrong)
+    _check_warnings(case, result)
+
+
+def _check_warnings(case: Case, result: Outcome) -> None:
+    """A warning names exactly the parameters the case expects to be unexplained (none by default)."""
+    text = "\n".join(result.partition_warnings)
+    named = {n for n in result.expected if re.search(rf"(?<![\w.]){re.escape(n)}(?![\w.])", text)}
+    want = {n for n in result.expected if any(fnmatch.fnmatchcase(n, pat) for pat in case.unexplained)}
+    assert named == want, (
+        f"warned about {sorted(named - want)} (should not), missing {sorted(want - named)}:\n{text}"
+    )
+    assert bool(text) == bool(want), text
