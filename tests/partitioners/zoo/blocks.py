@@ -12,6 +12,7 @@ whatever the ids or the layout spelling.
     segments(*parts, axis, repeat)  consecutive stretches along ``axis``, each grouped its own way:
                                     per_head(n, head_dim), per_row(n), one(n); ``repeat`` tiles them
     experts(axis=1, expert_axis=0)  one block per (expert, output neuron) of a 3-D expert weight
+    viewed(shape, blocks)           ``blocks`` of the tensor viewed as ``shape`` (experts stored flat)
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def experts(axis: int = 1, expert_axis: int = 0) -> Blocks:
         return expert * shape[axis] + row
 
     return blocks
+
+
+def viewed(view: tuple[int, ...], blocks: Blocks) -> Blocks:
+    def blocks_of(shape: tuple[int, ...]) -> torch.Tensor:
+        assert _numel(view) == _numel(shape), f"can't view {shape} as {view}"
+        return blocks(view).reshape(shape)
+
+    return blocks_of
 
 
 def _numel(shape: Sequence[int]) -> int:

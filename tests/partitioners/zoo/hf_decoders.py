@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import transformers as tf
 
-from .blocks import Blocks, element, experts, heads, one, per_head, per_row, rows, segments, whole
+from .blocks import Blocks, element, experts, heads, one, per_head, per_row, rows, segments, viewed, whole
 from .case import Built, Case, seeded, token_ids
 
 V, D, H, HD, KV, FF = 64, 32, 4, 8, 2, 64
@@ -433,5 +433,137 @@ CASES = [
             "lm_head.weight": rows(),
         },
         miss="MLA: key assembled by new_empty + copy_ (shared rope key of kv_a_proj_with_mqa, k_nope of kv_b_proj) -> per row",
+    ),
+]
+
+CASES += [
+    Case(
+        # GPT-J: separate q/k/v, rotary on the first rotary_dim of each head with
+        # rotate_every_two (pairs interleaved inside the head); parallel attn + MLP; biased head
+        "hf-gptj-rotate-every-two",
+        "transformers",
+        lambda: causal_lm(
+            tf.GPTJConfig(n_layer=LAYERS, n_embd=D, n_head=H, rotary_dim=4, vocab_size=V, n_positions=32)
+        ),
+        {
+            "transformer.wte.weight": rows(),
+            "*.q_proj.weight": heads(HD),
+            "*.k_proj.weight": heads(HD),
+            "*.v_proj.weight": rows(),
+            "*.out_proj.weight": rows(),
+            "*.fc_in.weight": rows(),
+            "*.fc_out.weight": rows(),
+            "*ln_*.weight": whole(),
+            "lm_head.weight": rows(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # Persimmon: query_key_value viewed (B, T, H, 3, HD) (per-head q_h k_h v_h), LayerNorm(HD)
+        # with bias on each query and key head, rotary on half of each head
+        "hf-persimmon-interleaved-qk-layernorm",
+        "transformers",
+        lambda: causal_lm(
+            tf.PersimmonConfig(
+                num_hidden_layers=LAYERS,
+                hidden_size=D,
+                num_attention_heads=H,
+                intermediate_size=FF,
+                vocab_size=V,
+                qk_layernorm=True,
+                partial_rotary_factor=0.5,
+            )
+        ),
+        {
+            "*.embed_tokens.weight": rows(),
+            "*.query_key_value.weight": segments(one(HD), one(HD), per_row(HD), repeat=H),
+            "*.self_attn.dense.weight": rows(),
+            "*.dense_h_to_4h.weight": rows(),
+            "*.dense_4h_to_h.weight": rows(),
+            "*layernorm.weight": whole(),
+            "lm_head.weight": rows(),
+            "*.bias": element(),
+        },
+        miss="LayerNorm(head_dim) with bias on each query/key head after the interleaved (B, T, H, 3, HD) view: q/k rows one block per row, no warning (without qk_layernorm the heads are read)",
+    ),
+    Case(
+        # MPT: Wqkv chunk(3) = q | k | v; ALiBi bias added to the scores; no biases; tied head
+        "hf-mpt-fused-alibi",
+        "transformers",
+        lambda: causal_lm(tf.MptConfig(n_layers=LAYERS, d_model=D, n_heads=H, vocab_size=V, max_seq_len=32)),
+        {
+            "transformer.wte.weight": rows(),
+            "*.Wqkv.weight": segments(per_head(H, HD), per_head(H, HD), per_row(D)),
+            "*.out_proj.weight": rows(),
+            "*.up_proj.weight": rows(),
+            "*.down_proj.weight": rows(),
+            "*norm*.weight": whole(),
+        },
+    ),
+    Case(
+        # DBRX: Wqkv = q | k | v (GQA) clamped by clip_qkv; experts stored flat (E*FF, D) and
+        # viewed (E, FF, D): w1/v1 used as x @ w[e].T (rows = (expert, ffn neuron)), w2 as
+        # h @ w2[e] (outputs along D: block (expert, model neuron))
+        "hf-dbrx-flat-experts",
+        "transformers",
+        lambda: causal_lm(
+            tf.DbrxConfig(
+                n_layers=LAYERS,
+                d_model=D,
+                n_heads=H,
+                vocab_size=V,
+                max_seq_len=32,
+                attn_config={"kv_n_heads": KV, "clip_qkv": 8.0, "rope_theta": 10000.0},
+                ffn_config={"ffn_hidden_size": 16, "moe_num_experts": 4, "moe_top_k": 2},
+            )
+        ),
+        {
+            "transformer.wte.weight": rows(),
+            "*.Wqkv.weight": segments(per_head(H, HD), per_head(KV, HD), per_row(KV * HD)),
+            "*.out_proj.weight": rows(),
+            "*.router.layer.weight": rows(),
+            "*.experts.mlp.w1": rows(),
+            "*.experts.mlp.v1": rows(),
+            "*.experts.mlp.w2": viewed((4, 16, D), experts(axis=2)),
+            "*norm*.weight": whole(),
+            "lm_head.weight": rows(),
+        },
+        miss="export fails on the data-dependent expert loop (nonzero/where, Eq(u0, 0) guard): whole model falls back to structure/names; fused Wqkv and the flat w2 (E*FF, D) lost",
+    ),
+    Case(
+        # Gemma 3: q/k RMSNorm per head, sliding and global layers with two rotary tables
+        "hf-gemma3-qk-norm-sliding",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.Gemma3TextConfig, head_dim=HD, sliding_window=4)),
+        without(llama_family(), TIED),
+    ),
+    Case(
+        # Starcoder2: GQA with biases everywhere, sliding window, c_fc/c_proj MLP
+        "hf-starcoder2-bias-sliding",
+        "transformers",
+        lambda: causal_lm(llama_config(tf.Starcoder2Config, sliding_window=4, tie_word_embeddings=False)),
+        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        | {"*.c_fc.weight": rows(), "*.c_proj.weight": rows(), "*.bias": element()},
+    ),
+    Case(
+        # Qwen3-MoE: q/k norms and 3-D experts in every layer
+        "hf-qwen3-moe",
+        "transformers",
+        lambda: causal_lm(
+            llama_config(
+                tf.Qwen3MoeConfig,
+                head_dim=HD,
+                num_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=16,
+                tie_word_embeddings=False,
+            )
+        ),
+        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        | {
+            "*.experts.gate_up_proj": experts(axis=1),
+            "*.experts.down_proj": experts(axis=1),
+            "*.mlp.gate.weight": rows(),
+        },
     ),
 ]

@@ -396,3 +396,115 @@ CASES = [
         miss="export fails in the MoE router (TypeError during export): the whole model falls back to structure/names, heads lost",
     ),
 ]
+
+CASES += [
+    Case(
+        # DistilBERT: q_lin/k_lin/v_lin/out_lin, learned positions, no token types
+        "hf-distilbert",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.DistilBertForMaskedLM(
+                    tf.DistilBertConfig(
+                        n_layers=LAYERS,
+                        dim=D,
+                        n_heads=H,
+                        hidden_dim=FF,
+                        vocab_size=V,
+                        max_position_embeddings=32,
+                    )
+                )
+            ),
+            (token_ids(V),),
+        ),
+        {
+            "*.word_embeddings.weight": rows(),  # tied with vocab_projector
+            "*.position_embeddings.weight": rows(),
+            "*.q_lin.weight": heads(HD),
+            "*.k_lin.weight": heads(HD),
+            "*.v_lin.weight": rows(),
+            "*.out_lin.weight": rows(),
+            "*.lin1.weight": rows(),
+            "*.lin2.weight": rows(),
+            "vocab_transform.weight": rows(),
+            "*layer_norm.weight": whole(),
+            "*LayerNorm.weight": whole(),
+            "*bias": element(),
+        },
+    ),
+    Case(
+        # Mamba-2 (torch path): in_proj = z | x | B | C | dt, depthwise Conv1d over x|B|C,
+        # per-head A_log (H,) only through -exp(A_log) (unexplained: one block, warned), D (H,)
+        # a 1-D scale, dt_bias (H,) added to dt (a bias), gated RMSNorm
+        "hf-mamba2-ssd",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.Mamba2ForCausalLM(
+                    tf.Mamba2Config(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        state_size=8,
+                        expand=2,
+                        head_dim=8,
+                        num_heads=8,
+                        n_groups=1,
+                        conv_kernel=3,
+                        chunk_size=4,
+                        vocab_size=V,
+                    )
+                )
+            ),
+            (token_ids(V),),
+        ),
+        {
+            "backbone.embeddings.weight": rows(),
+            "*.in_proj.weight": rows(),
+            "*.conv1d.weight": whole(),
+            "*.A_log": whole(),
+            "*.mixer.D": whole(),
+            "*.dt_bias": element(),
+            "*.out_proj.weight": rows(),
+            "*norm*.weight": whole(),
+            "lm_head.weight": rows(),
+            "*.bias": element(),
+        },
+        unexplained=("*.A_log",),
+    ),
+    Case(
+        # NLLB-MoE: M2M-style encoder-decoder (sinusoidal positions, cross-attention) whose sparse
+        # layers route tokens to per-expert nn.Linear FFNs (fc1, fc2) in a ModuleDict
+        "hf-nllb-moe-per-expert-linear",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.NllbMoeForConditionalGeneration(
+                    tf.NllbMoeConfig(
+                        encoder_layers=LAYERS,
+                        decoder_layers=LAYERS,
+                        d_model=D,
+                        encoder_attention_heads=H,
+                        decoder_attention_heads=H,
+                        encoder_ffn_dim=FF,
+                        decoder_ffn_dim=FF,
+                        vocab_size=V,
+                        max_position_embeddings=32,
+                        num_experts=4,
+                        expert_capacity=8,
+                        encoder_sparse_step=2,
+                        decoder_sparse_step=2,
+                    )
+                )
+            ),
+            (token_ids(V),),
+            {"decoder_input_ids": token_ids(V, seq=5)},
+        ),
+        {
+            k: v
+            for k, v in bart_like().items()
+            if k not in ("*.embed_positions.weight", "*.layernorm_embedding.weight")  # sinusoidal, none
+        }
+        | {"*.router.classifier.weight": rows()},
+        miss="trace fails (export: RuntimeError _apply(): Couldn't swap Linear.weight on the meta copy; fx: nonzero in the router): whole model falls back to structure, q/k heads lost",
+    ),
+]

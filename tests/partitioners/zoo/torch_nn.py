@@ -148,3 +148,37 @@ class _KVWidths(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.mha(q, k, v)[0]
+
+
+CASES += [
+    Case(
+        # need_weights=True (the default): not SDPA but baddbmm/bmm on (B*H, T, HD) + softmax
+        "torch-mha-self-need-weights",
+        "torch",
+        lambda: Built(seeded(lambda: _SelfAttentionWithWeights()), (seq(),)),
+        PACKED | {"*bias": element()},
+    ),
+    Case(
+        # batch-first encoder stack with a key padding mask (merged into the attention mask)
+        "torch-encoder-stack-padding-mask",
+        "torch",
+        lambda: Built(
+            seeded(
+                lambda: nn.TransformerEncoder(
+                    nn.TransformerEncoderLayer(E, H, FF, batch_first=True),
+                    num_layers=2,
+                    enable_nested_tensor=False,
+                )
+            ),
+            (seq(batch_first=True),),
+            {"src_key_padding_mask": torch.tensor([[False] * T, [False] * (T - 2) + [True] * 2])},
+        ),
+        LAYER,
+    ),
+]
+
+
+class _SelfAttentionWithWeights(SelfAttention):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, weights = self.mha(x, x, x)
+        return out + weights.sum()
