@@ -93,7 +93,7 @@ CASES = [
             "*.out_proj.weight": rows(),
             "*bias": element(),
         },
-        miss="kdim/vdim (need_weights=True, bmm attention on (B*H, T, hd)): q/k heads per row; in_proj_bias chunk(3) unexplained",
+        miss="separate q/k/v weights (kdim/vdim: _in_projection, in_proj_bias.chunk(3)): q/k heads not read (one block per row, no warning); in_proj_bias unexplained",
     ),
     Case(
         # add_bias_kv: a learned key and value position appended to the keys/values (like sink
