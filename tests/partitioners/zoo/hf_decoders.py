@@ -6,6 +6,8 @@ MLP width FF. Every layout below is read from ``transformers/models/<model>/mode
 
 from __future__ import annotations
 
+from typing import Any
+
 import transformers as tf
 
 from .blocks import Blocks, element, experts, heads, one, per_head, per_row, rows, segments, viewed, whole
@@ -13,6 +15,7 @@ from .case import Built, Case, seeded, token_ids
 
 V, D, H, HD, KV, FF = 64, 32, 4, 8, 2, 64
 LAYERS = 2
+PARTIAL_ROTARY = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
 
 
 def causal_lm(config: tf.PretrainedConfig) -> Built:
@@ -36,8 +39,8 @@ def llama_family(head_dim: int = HD) -> dict[str, Blocks]:
     }
 
 
-def llama_config(cls: type[tf.PretrainedConfig] = tf.LlamaConfig, **overrides) -> tf.PretrainedConfig:
-    kw = dict(
+def llama_config(cls: type[tf.PretrainedConfig] = tf.LlamaConfig, **overrides: Any) -> tf.PretrainedConfig:
+    kw: dict[str, Any] = dict(
         num_hidden_layers=LAYERS,
         hidden_size=D,
         num_attention_heads=H,
@@ -49,10 +52,53 @@ def llama_config(cls: type[tf.PretrainedConfig] = tf.LlamaConfig, **overrides) -
 
 
 TIED = {"lm_head.weight"}  # tied to embed_tokens: named_parameters lists the table once
+DENSE_MLP = {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"}  # replaced by experts
 
 
 def without(layout: dict[str, Blocks], names: set[str]) -> dict[str, Blocks]:
     return {k: v for k, v in layout.items() if k not in names}
+
+
+# DeepSeek MLA shapes: latent kv of 16, per-head nope 8 + rope 4 for q/k, v 8
+MLA_LATENT, MLA_NOPE, MLA_ROPE, MLA_V = 16, 8, 4, 8
+MLA_QK = MLA_NOPE + MLA_ROPE
+
+
+def deepseek_config(cls: type[tf.PretrainedConfig], **overrides: Any) -> tf.PretrainedConfig:
+    return llama_config(
+        cls,
+        num_key_value_heads=H,
+        kv_lora_rank=MLA_LATENT,
+        qk_nope_head_dim=MLA_NOPE,
+        qk_rope_head_dim=MLA_ROPE,
+        v_head_dim=MLA_V,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        moe_intermediate_size=16,
+        first_k_dense_replace=1,
+        n_group=1,
+        topk_group=1,
+        **overrides,
+    )
+
+
+def mla_layout() -> dict[str, Blocks]:
+    """DeepseekV2/V3Attention + a dense layer 0 and an MoE layer 1 (3-D experts, shared expert)."""
+    return {
+        "*.embed_tokens.weight": rows(),
+        "*.kv_a_proj_with_mqa.weight": segments(per_row(MLA_LATENT), one(MLA_ROPE)),
+        "*.kv_b_proj.weight": segments(one(MLA_NOPE), per_row(MLA_V), repeat=H),
+        "*.o_proj.weight": rows(),
+        "*.gate_proj.weight": rows(),
+        "*.up_proj.weight": rows(),
+        "*.down_proj.weight": rows(),
+        "*.experts.gate_up_proj": experts(axis=1),
+        "*.experts.down_proj": experts(axis=1),
+        "*.mlp.gate.weight": rows(),
+        "*norm.weight": whole(),
+        "lm_head.weight": rows(),
+    }
 
 
 CASES = [
@@ -138,7 +184,7 @@ CASES = [
                 num_attention_heads=H,
                 intermediate_size=FF,
                 vocab_size=V,
-                rotary_pct=0.5,
+                rope_parameters=PARTIAL_ROTARY,
             )
         ),
         {
@@ -296,7 +342,7 @@ CASES = [
         "hf-mixtral-3d-experts",
         "transformers",
         lambda: causal_lm(llama_config(tf.MixtralConfig, num_local_experts=4, num_experts_per_tok=2)),
-        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        without(llama_family(), DENSE_MLP)
         | {
             "*.experts.gate_up_proj": experts(axis=1),
             "*.experts.down_proj": experts(axis=1),
@@ -341,7 +387,7 @@ CASES = [
                 sliding_window=4,
             )
         ),
-        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        without(llama_family(), DENSE_MLP)
         | {
             "*.self_attn.sinks": whole(),  # learned logits: explained, one block
             "*.experts.gate_up_proj": experts(axis=2),
@@ -358,39 +404,8 @@ CASES = [
         # Layer 0 dense MLP, layer 1 MoE with 3-D experts and a shared expert.
         "hf-deepseek-v2-mla",
         "transformers",
-        lambda: causal_lm(
-            llama_config(
-                tf.DeepseekV2Config,
-                num_key_value_heads=H,
-                q_lora_rank=None,
-                kv_lora_rank=16,
-                qk_nope_head_dim=8,
-                qk_rope_head_dim=4,
-                v_head_dim=8,
-                n_routed_experts=4,
-                num_experts_per_tok=2,
-                n_shared_experts=1,
-                moe_intermediate_size=16,
-                first_k_dense_replace=1,
-                n_group=1,
-                topk_group=1,
-            )
-        ),
-        {
-            "*.embed_tokens.weight": rows(),
-            "*.q_proj.weight": heads(12),
-            "*.kv_a_proj_with_mqa.weight": segments(per_row(16), one(4)),
-            "*.kv_b_proj.weight": segments(one(8), per_row(8), repeat=H),
-            "*.o_proj.weight": rows(),
-            "*.gate_proj.weight": rows(),
-            "*.up_proj.weight": rows(),
-            "*.down_proj.weight": rows(),
-            "*.experts.gate_up_proj": experts(axis=1),
-            "*.experts.down_proj": experts(axis=1),
-            "*.mlp.gate.weight": rows(),
-            "*norm.weight": whole(),
-            "lm_head.weight": rows(),
-        },
+        lambda: causal_lm(deepseek_config(tf.DeepseekV2Config, q_lora_rank=None)),
+        mla_layout() | {"*.q_proj.weight": heads(MLA_QK)},
         miss="MLA: complex rotary (view_as_complex) splits each query head into nope heads + rope rows; shared rope key (expand) and key assembled by new_empty + copy_ -> per row",
     ),
     Case(
@@ -398,40 +413,8 @@ CASES = [
         # per head of (nope + rope); sigmoid router with group-limited top-k
         "hf-deepseek-v3-mla-q-lora",
         "transformers",
-        lambda: causal_lm(
-            llama_config(
-                tf.DeepseekV3Config,
-                num_key_value_heads=H,
-                q_lora_rank=16,
-                kv_lora_rank=16,
-                qk_nope_head_dim=8,
-                qk_rope_head_dim=4,
-                v_head_dim=8,
-                n_routed_experts=4,
-                num_experts_per_tok=2,
-                n_shared_experts=1,
-                moe_intermediate_size=16,
-                first_k_dense_replace=1,
-                n_group=1,
-                topk_group=1,
-            )
-        ),
-        {
-            "*.embed_tokens.weight": rows(),
-            "*.q_a_proj.weight": rows(),
-            "*.q_b_proj.weight": heads(12),
-            "*.kv_a_proj_with_mqa.weight": segments(per_row(16), one(4)),
-            "*.kv_b_proj.weight": segments(one(8), per_row(8), repeat=H),
-            "*.o_proj.weight": rows(),
-            "*.gate_proj.weight": rows(),
-            "*.up_proj.weight": rows(),
-            "*.down_proj.weight": rows(),
-            "*.experts.gate_up_proj": experts(axis=1),
-            "*.experts.down_proj": experts(axis=1),
-            "*.mlp.gate.weight": rows(),
-            "*norm.weight": whole(),
-            "lm_head.weight": rows(),
-        },
+        lambda: causal_lm(deepseek_config(tf.DeepseekV3Config, q_lora_rank=16)),
+        mla_layout() | {"*.q_a_proj.weight": rows(), "*.q_b_proj.weight": heads(MLA_QK)},
         miss="MLA: key assembled by new_empty + copy_ (shared rope key of kv_a_proj_with_mqa, k_nope of kv_b_proj) -> per row",
     ),
 ]
@@ -471,7 +454,7 @@ CASES += [
                 intermediate_size=FF,
                 vocab_size=V,
                 qk_layernorm=True,
-                partial_rotary_factor=0.5,
+                rope_parameters=PARTIAL_ROTARY,
             )
         ),
         {
@@ -542,7 +525,7 @@ CASES += [
         "hf-starcoder2-bias-sliding",
         "transformers",
         lambda: causal_lm(llama_config(tf.Starcoder2Config, sliding_window=4, tie_word_embeddings=False)),
-        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        without(llama_family(), DENSE_MLP)
         | {"*.c_fc.weight": rows(), "*.c_proj.weight": rows(), "*.bias": element()},
     ),
     Case(
@@ -559,7 +542,7 @@ CASES += [
                 tie_word_embeddings=False,
             )
         ),
-        without(llama_family(), {"*.gate_proj.weight", "*.up_proj.weight", "*.down_proj.weight"})
+        without(llama_family(), DENSE_MLP)
         | {
             "*.experts.gate_up_proj": experts(axis=1),
             "*.experts.down_proj": experts(axis=1),

@@ -117,7 +117,7 @@ CASES = [
                         vocab_size=V,
                         max_position_embeddings=32,
                         local_attention=4,
-                        global_attn_every_n_layers=2,
+                        layer_types=["full_attention", "sliding_attention"],
                         pad_token_id=0,
                         bos_token_id=1,
                         eos_token_id=2,
@@ -256,7 +256,7 @@ CASES = [
                         intermediate_size=FF,
                         image_size=16,
                         patch_size=4,
-                        num_labels=10,
+                        id2label={i: str(i) for i in range(10)},
                     )
                 )
             ),

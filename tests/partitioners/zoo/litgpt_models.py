@@ -11,6 +11,8 @@ tied in the module.
 
 from __future__ import annotations
 
+from typing import Any
+
 from litgpt import GPT, Config
 
 from .blocks import Blocks, element, per_head, per_row, rows, segments, whole
@@ -19,8 +21,8 @@ from .case import Built, Case, seeded, token_ids
 V, D, H, FF = 64, 32, 4, 64
 
 
-def gpt(**overrides) -> Built:
-    kw = dict(
+def gpt(**overrides: Any) -> Built:
+    kw: dict[str, Any] = dict(
         block_size=16,
         n_layer=2,
         n_embd=D,
