@@ -42,7 +42,8 @@ def rows(axis: int = 0) -> Blocks:
 
 def heads(head_dim: int, axis: int = 0) -> Blocks:
     def row_ids(n: int) -> list[int]:
-        assert n % head_dim == 0, f"{n} rows are not whole heads of {head_dim}"
+        if n % head_dim:
+            raise ValueError(f"{n} rows are not whole heads of {head_dim}")
         return [i // head_dim for i in range(n)]
 
     return _along(axis, row_ids)
@@ -67,7 +68,8 @@ def segments(*parts: Part, axis: int = 0, repeat: int = 1) -> Blocks:
             for length, size in parts:
                 start = len(set(ids))
                 ids += [start + i // size for i in range(length)]
-        assert len(ids) == n, f"segments cover {len(ids)} rows, the tensor has {n}"
+        if len(ids) != n:
+            raise ValueError(f"segments cover {len(ids)} rows, the tensor has {n}")
         return ids
 
     return _along(axis, row_ids)
@@ -84,7 +86,8 @@ def experts(axis: int = 1, expert_axis: int = 0) -> Blocks:
 
 def viewed(view: tuple[int, ...], blocks: Blocks) -> Blocks:
     def blocks_of(shape: tuple[int, ...]) -> torch.Tensor:
-        assert _numel(view) == _numel(shape), f"can't view {shape} as {view}"
+        if _numel(view) != _numel(shape):
+            raise ValueError(f"can't view {shape} as {view}")
         return blocks(view).reshape(shape)
 
     return blocks_of

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
 from partitioners import BlockLayout, PlanEntry
 
@@ -20,6 +22,7 @@ from .blocks import (
     viewed,
     whole,
 )
+from .case import Built, Case, ExpectationError
 from .plan_view import plan_blocks
 
 
@@ -68,3 +71,17 @@ def test_plan_blocks_reads_every_layout_kind():
     e = (3, 4, 2)
     assert same_partition(blocks(BlockLayout.rows(1, batch_axes=(0,)), e), experts(axis=1)(e))
     assert not same_partition(blocks(BlockLayout.rows(1), e), experts(axis=1)(e))
+
+
+def test_an_expectation_must_cover_every_parameter_and_use_every_pattern():
+    def case(expect) -> Case:
+        return Case("linear", "torch", lambda: Built(nn.Linear(4, 6), (torch.randn(1, 4),)), expect)
+
+    model = nn.Linear(4, 6)
+    assert set(case({"weight": rows(), "bias": element()}).expected(model)) == {"weight", "bias"}
+    with pytest.raises(ExpectationError, match="no expectation written for parameter 'bias'"):
+        case({"weight": rows()}).expected(model)
+    with pytest.raises(ExpectationError, match="match no parameter"):
+        case({"weight": rows(), "bias": element(), "*.wieght": whole()}).expected(model)
+    with pytest.raises(ExpectationError, match="whole heads"):
+        case({"weight": heads(4), "bias": element()}).expected(model)
