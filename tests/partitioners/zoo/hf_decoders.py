@@ -18,8 +18,10 @@ LAYERS = 2
 PARTIAL_ROTARY = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
 
 
-def causal_lm(config: tf.PretrainedConfig) -> Built:
-    model = seeded(lambda: tf.AutoModelForCausalLM.from_config(config))
+def causal_lm(config: tf.PretrainedConfig, attention: str | None = None) -> Built:
+    """``attention``: the ``attn_implementation`` ("eager", "sdpa"); the library's default if None."""
+    kwargs = {} if attention is None else {"attn_implementation": attention}
+    model = seeded(lambda: tf.AutoModelForCausalLM.from_config(config, **kwargs))
     return Built(model, (token_ids(V),))
 
 
@@ -103,6 +105,14 @@ def mla_layout() -> dict[str, Blocks]:
 
 CASES = [
     Case("hf-llama-gqa", "transformers", lambda: causal_lm(llama_config()), llama_family()),
+    Case(
+        # eager attention: matmul(q, k^T) * scale + causal mask, softmax in float32, dropout,
+        # matmul with v (repeat_kv expands the KV heads) instead of SDPA
+        "hf-llama-eager-attention",
+        "transformers",
+        lambda: causal_lm(llama_config(), attention="eager"),
+        llama_family(),
+    ),
     Case(
         "hf-mistral-sliding-window",
         "transformers",
