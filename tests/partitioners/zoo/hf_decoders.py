@@ -427,9 +427,6 @@ CASES = [
         mla_layout() | {"*.q_a_proj.weight": rows(), "*.q_b_proj.weight": heads(MLA_QK)},
         miss="MLA: key assembled by new_empty + copy_ (shared rope key of kv_a_proj_with_mqa, k_nope of kv_b_proj) -> per row",
     ),
-]
-
-CASES += [
     Case(
         # GPT-J: separate q/k/v, rotary on the first rotary_dim of each head with
         # rotate_every_two (pairs interleaved inside the head); parallel attn + MLP; biased head

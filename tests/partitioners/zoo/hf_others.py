@@ -395,9 +395,6 @@ CASES = [
         },
         miss="export fails in the MoE router (TypeError during export): the whole model falls back to structure/names, heads lost",
     ),
-]
-
-CASES += [
     Case(
         # DistilBERT: q_lin/k_lin/v_lin/out_lin, learned positions, no token types
         "hf-distilbert",

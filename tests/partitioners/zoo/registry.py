@@ -5,5 +5,5 @@ from __future__ import annotations
 from . import hf_decoders, hf_others, litgpt_models, torch_nn
 
 CASES = [*hf_decoders.CASES, *hf_others.CASES, *litgpt_models.CASES, *torch_nn.CASES]
-names = [case.name for case in CASES]
-assert len(set(names)) == len(names), "zoo case names must be unique"
+_names = [case.name for case in CASES]
+assert len(set(_names)) == len(_names), "zoo case names must be unique"

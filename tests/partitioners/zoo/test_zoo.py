@@ -6,7 +6,9 @@ import fnmatch
 import functools
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -46,7 +48,8 @@ def outcome(name: str) -> Outcome:
     return Outcome(plan, error, found, expected)
 
 
-def params(xfail_when) -> list:
+def params(xfail_when: Callable[[Case], str | None]) -> list[Any]:
+    """One pytest param per case; a strict xfail where ``xfail_when`` gives the miss class."""
     out = []
     for case in CASES:
         marks = [pytest.mark.slow] if case.slow else []
@@ -64,7 +67,8 @@ def test_no_exception_escapes(name: str) -> None:
     assert error is None, f"auto_partition raised {type(error).__name__}: {error}"
 
 
-def _mismatches(case: Case, result: Outcome) -> list[str]:
+def _mismatches(result: Outcome) -> list[str]:
+    """One line per parameter whose plan partitions its elements otherwise than expected."""
     assert result.plan is not None
     lines = []
     assert list(result.plan) == list(result.expected), "the plan lists other parameters than the model"
@@ -83,7 +87,7 @@ def _mismatches(case: Case, result: Outcome) -> list[str]:
 def test_layout_matches_the_library_source(name: str) -> None:
     case, result = BY_NAME[name], outcome(name)
     assert result.error is None, f"auto_partition raised {type(result.error).__name__}: {result.error}"
-    wrong = _mismatches(case, result)
+    wrong = _mismatches(result)
     assert not wrong, f"{case.name}: {len(wrong)} parameters partitioned differently:\n" + "\n".join(wrong)
     _check_warnings(case, result)
 

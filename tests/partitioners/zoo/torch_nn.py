@@ -11,6 +11,8 @@ are one extra learned key/value position concatenated to the sequence.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ def seq(length: int = T, width: int = E, batch_first: bool = False) -> torch.Ten
 class SelfAttention(nn.Module):
     """``mha(x, x, x)``: the self-attention call every torch transformer makes."""
 
-    def __init__(self, **mha_kwargs) -> None:
+    def __init__(self, **mha_kwargs: Any) -> None:
         super().__init__()
         self.mha = nn.MultiheadAttention(E, H, **mha_kwargs)
 
@@ -39,12 +41,31 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """``mha(x, memory, memory)``: queries from one sequence, keys and values from another."""
 
-    def __init__(self, **mha_kwargs) -> None:
+    def __init__(self, **mha_kwargs: Any) -> None:
         super().__init__()
         self.mha = nn.MultiheadAttention(E, H, **mha_kwargs)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         return self.mha(x, memory, memory)[0]
+
+
+class SelfAttentionWithWeights(SelfAttention):
+    """The default ``need_weights=True``: the averaged attention weights are used too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, weights = self.mha(x, x, x)
+        return out + weights.sum()
+
+
+class KeyValueWidths(nn.Module):
+    """``mha(q, k, v)`` with keys of width 12 and values of width 20: separate q/k/v weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(E, H, kdim=12, vdim=20)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.mha(q, k, v)[0]
 
 
 PACKED: dict[str, Blocks] = {
@@ -83,7 +104,7 @@ CASES = [
         "torch-mha-kdim-vdim",
         "torch",
         lambda: Built(
-            seeded(lambda: _KVWidths()),
+            seeded(lambda: KeyValueWidths()),
             (seq(), seq(S, 12), seq(S, 20)),
         ),
         {
@@ -138,24 +159,11 @@ CASES = [
         LAYER,
         miss="export fails on nn.Transformer's causal-mask detection (data-dependent Eq(u0, 1)): whole-model structure fallback (right here) and a warning",
     ),
-]
-
-
-class _KVWidths(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.mha = nn.MultiheadAttention(E, H, kdim=12, vdim=20)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self.mha(q, k, v)[0]
-
-
-CASES += [
     Case(
         # need_weights=True (the default): not SDPA but baddbmm/bmm on (B*H, T, HD) + softmax
         "torch-mha-self-need-weights",
         "torch",
-        lambda: Built(seeded(lambda: _SelfAttentionWithWeights()), (seq(),)),
+        lambda: Built(seeded(lambda: SelfAttentionWithWeights()), (seq(),)),
         PACKED | {"*bias": element()},
     ),
     Case(
@@ -176,9 +184,3 @@ CASES += [
         LAYER,
     ),
 ]
-
-
-class _SelfAttentionWithWeights(SelfAttention):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, weights = self.mha(x, x, x)
-        return out + weights.sum()
