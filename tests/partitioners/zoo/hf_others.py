@@ -272,6 +272,82 @@ CASES = [
         miss="position table (1, N, D) added in full: one block and a warning; class token warned as unexplained",
     ),
     Case(
+        # Swin (a timm-style hierarchical ViT): windowed attention with a relative position bias
+        # table ((2w-1)^2, heads) read by index (one block per table row, like an embedding),
+        # PatchMerging Linear(4C, 2C) between stages; head_dim 8 in both stages (C/heads)
+        "hf-swin-relative-position-table",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.SwinForImageClassification(
+                    tf.SwinConfig(
+                        image_size=16,
+                        patch_size=4,
+                        embed_dim=16,
+                        depths=[1, 1],
+                        num_heads=[2, 4],
+                        window_size=2,
+                        id2label={i: str(i) for i in range(10)},
+                    )
+                )
+            ),
+            (pixels(),),
+        ),
+        {
+            "*.patch_embeddings.projection.weight": whole(),
+            "*.attention.q_proj.weight": heads(HD),
+            "*.attention.k_proj.weight": heads(HD),
+            "*.attention.v_proj.weight": rows(),
+            "*.attention.o_proj.weight": rows(),
+            "*.relative_position_bias_table": rows(),
+            "*.mlp.fc1.weight": rows(),
+            "*.mlp.fc2.weight": rows(),
+            "*.downsample.reduction.weight": rows(),
+            "*norm*.weight": whole(),
+            "classifier.weight": rows(),
+            "*.bias": element(),
+        },
+        miss="relative position bias table read by advanced indexing table[index_buffer] and added to the scores: one block and a warning (T5's nn.Embedding bucket table is read)",
+    ),
+    Case(
+        # DINOv2: class token, mask token (used: bool_masked_pos given), a position table
+        # (1, 1 + N, D) bicubic-interpolated to the grid when traced (one block per position row),
+        # LayerScale lambda1 (D,) multiplied (one block)
+        "hf-dinov2-layerscale",
+        "transformers",
+        lambda: Built(
+            seeded(
+                lambda: tf.Dinov2Model(
+                    tf.Dinov2Config(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        num_attention_heads=H,
+                        image_size=16,
+                        patch_size=4,
+                    )
+                )
+            ),
+            (pixels(),),
+            {"bool_masked_pos": torch.arange(32).reshape(2, 16) % 3 == 0},
+        ),
+        {
+            "embeddings.cls_token": whole(),
+            "embeddings.mask_token": whole(),
+            "embeddings.position_embeddings": rows(1),
+            "*.patch_embeddings.projection.weight": whole(),
+            "*.attention.q_proj.weight": heads(HD),
+            "*.attention.k_proj.weight": heads(HD),
+            "*.attention.v_proj.weight": rows(),
+            "*.attention.o_proj.weight": rows(),
+            "*.mlp.fc1.weight": rows(),
+            "*.mlp.fc2.weight": rows(),
+            "*.lambda1": whole(),
+            "*norm*.weight": whole(),
+            "*.bias": element(),
+        },
+        miss="position table sliced, reshaped and bicubic-interpolated, then added: one block and a warning; class and mask tokens warned as unexplained",
+    ),
+    Case(
         # CLIP: text tower (token + position embeddings, causal), vision tower (class embedding,
         # conv patches, position embedding), two projections and the learned logit scale
         "hf-clip-dual-encoder",
