@@ -127,7 +127,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "setting": label,
             "n": len(members),
-            "seeds": sorted(m.get("seed") for m in members),
+            "seeds": sorted(m["seed"] for m in members if m.get("seed") is not None),
             # a non-finite final loss: the run diverged; the loss column averages the others
             "diverged": sum(not math.isfinite(m["final_val_loss"]) for m in members),
         }
@@ -202,7 +202,7 @@ class CompareRunsAtSweepEnd(Callback):
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lam-compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lam-compare", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("run_dir", help="a lam-train run or multirun directory (searched recursively)")
     parser.add_argument("--out", help="where to write summary.md/.csv and compare.png (default: RUN_DIR)")
     args = parser.parse_args(argv)

@@ -44,7 +44,9 @@ class RunSummary(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = float(outputs["loss"])  # synchronizes, so the time below is the step's real time
         self.train_seconds += time.perf_counter() - self._t0
         self.tokens += batch[1].numel() * trainer.world_size

@@ -67,6 +67,7 @@ class ShapesDataModule(L.LightningDataModule):
         return torch.zeros(self.batch_size, 1, self.image_size, self.image_size)
 
     def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "Lightning calls setup() before asking for data"
         # Stateful, so that a run resumed from a checkpoint continues exactly (see text_data).
         # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
         return StatefulDataLoader(
@@ -78,4 +79,5 @@ class ShapesDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "Lightning calls setup() before asking for data"
         return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as L
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from partitioners import PartitionPlan
 
 from ..lightning import adam_mini_optimizers
 from ..lightning.optimizers import with_scheduler
+from ..optimizer import AdamMini
 from .plans import PlanFactory, auto_plan, baseline_optimizer, uses_plan
 
 
@@ -114,7 +115,7 @@ class CrossEntropyTask(L.LightningModule):
         if self.uses_plan:
             return adam_mini_optimizers(
                 self,
-                optimizer=self.optimizer_factory,
+                optimizer=cast(Callable[..., AdamMini], self.optimizer_factory),
                 partition=self.module_plan(),
                 scheduler=self.scheduler_factory,
             )

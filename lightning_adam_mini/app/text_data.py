@@ -19,7 +19,7 @@ DEFAULT_CORPUS = "python_reference.txt"
 def read_corpus(path: str | None = None) -> bytes:
     """The bytes of ``path`` (default: the shipped corpus); refuses a missing or non-text file."""
     if path is None:
-        return files("lightning_adam_mini").joinpath("app", "data", DEFAULT_CORPUS).read_bytes()
+        return (files("lightning_adam_mini.app") / "data" / DEFAULT_CORPUS).read_bytes()
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"data.path={path!r}: no such file; give a text file or null")
@@ -99,6 +99,7 @@ class ByteTextDataModule(L.LightningDataModule):
         return torch.zeros(self.batch_size, self.block_size, dtype=torch.long)
 
     def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "Lightning calls setup() before asking for data"
         # Stateful: its position is saved in Lightning's checkpoints, so a resumed run continues
         # with exactly the batches the uninterrupted run would have seen.
         # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
@@ -111,4 +112,5 @@ class ByteTextDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "Lightning calls setup() before asking for data"
         return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
