@@ -18,6 +18,7 @@ from partitioners import PartitionPlan, PlanMismatchError, auto_partition, load_
 
 from .binding import name_param_groups
 from .blocks import BlockReduction, v_dtype
+from .compiled import compile_private
 from .functional import adam_mini
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
@@ -99,7 +100,7 @@ class AdamMini(Optimizer):
             lr = torch.tensor(float(lr), dtype=torch.float64)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(groups, defaults)
-        self._update = torch.compile(adam_mini, fullgraph=True) if compile else adam_mini
+        self._update = compile_private(adam_mini) if compile else adam_mini  # own Dynamo cache
         self._compiled = compile
         self._reductions: dict[str, BlockReduction] = {}
 

@@ -95,3 +95,19 @@ def test_compiled_single_block_along_the_row_axis_matches_eager():
         assert opt.state[p]["exp_avg_sq"].shape == (1, 1)
         results.append(p.detach().clone())
     torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-7)
+
+
+def test_twelve_differently_shaped_optimizers_in_one_process_each_compile():
+    """Dynamo's recompile limit is 8 per code object: a shared compiled function died at the 9th."""
+    from partitioners import BlockLayout, PartitionPlan, PlanEntry
+
+    torch._dynamo.reset()
+    for n in range(1, 13):
+        shape = (n + 1, 3)
+        plan = PartitionPlan({"w": PlanEntry(shape, "linear", BlockLayout.rows(0))})
+        p = torch.nn.Parameter(torch.ones(shape))
+        opt = AdamMini([("w", p)], partition=plan, lr=0.1, compile=True)
+        p.grad = torch.full(shape, 2.0)
+        opt.step()
+        # first step: m = 0.2, v = 0.004, both bias-corrected to 2 and 4: p = 1 - 0.1 * 2 / (2 + eps)
+        torch.testing.assert_close(p.detach(), torch.full(shape, 0.9), rtol=0, atol=1e-6)
