@@ -29,7 +29,7 @@ class BlockReduction:
 
     v_shape: tuple[int, ...]
     reduce_dims: tuple[int, ...]  # axes averaged inside a row; () for per-element
-    row_numel: int  # elements per row (product of the reduced axes)
+    row_numel: int  # elements per row (product of the reduced axes), at least 1: an empty row's mean is 0
     axis: int  # the row axis (grouping axis)
     row_to_block: Tensor | None  # int64 [rows] block of each row, None when one block per row
     rows_per_block: Tensor | None  # fp32, v-shaped broadcast along `axis`
@@ -54,7 +54,7 @@ class BlockReduction:
         return cls(
             v_shape=v_shape,
             reduce_dims=dims,
-            row_numel=math.prod(shape[d] for d in dims),
+            row_numel=max(1, math.prod(shape[d] for d in dims)),
             axis=layout.axis,
             row_to_block=row_to_block,
             rows_per_block=rows_per_block,
