@@ -33,6 +33,7 @@ def adam_mini(
     beta2: float,
     eps: float,
     weight_decay: float,
+    nonfinite_skips: list[Tensor] | None = None,
 ) -> None:
     r"""One Adam-mini step, in place (foreach ops per device and dtype).
 
@@ -42,6 +43,12 @@ def adam_mini(
         v_b &\leftarrow \beta_2 v_b + (1-\beta_2)\,\operatorname{mean}_{i\in b} g_i^2 \\
         p_i &\leftarrow p_i - \frac{\eta}{1-\beta_1^t}\,
               \frac{m_i}{\sqrt{v_b/(1-\beta_2^t)}+\epsilon}
+
+    ``nonfinite_skips``: when given (one int64 counter per parameter, on its device; parameters
+    on one device may share a counter), a parameter whose gradient holds a NaN or an infinity is
+    left untouched (``p``, ``m``, ``v`` and its step count), and its device's counter goes up by
+    one. Eager, this costs one host sync per device and dtype; compiled, none (the skip is a
+    select inside the fused update).
     """
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, steps],
@@ -51,11 +58,32 @@ def adam_mini(
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = lists  # type: ignore[assignment]
         device_reductions = [reductions[i] for i in indices]
         device_decayed = [decayed[i] for i in indices]
-        torch._foreach_add_(device_steps, 1)
 
         # The block reduction reads g first, so that decay, the m update and the p update come
         # last and together (compiled: 1.32x -> 1.07x of fused AdamW's time, benchmarks/step.py).
         mean_sq = block_mean_squares(device_reductions, device_grads)  # FSDP2 shards: one all_reduce for all
+        finite: list[Tensor] | None = None
+        if nonfinite_skips is not None:
+            # A NaN/inf in g makes its blocks' mean square non-finite: no extra pass over g.
+            finite = [torch.isfinite(ms).all() for ms in mean_sq]
+            nonfinite_skips[indices[0]].add_(len(finite) - torch.stack(finite).sum())
+            if not torch.compiler.is_compiling():
+                keep = [i for i, ok in enumerate(torch.stack(finite).tolist()) if ok]  # one host sync
+                if not keep:
+                    continue
+                device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = (
+                    [xs[i] for i in keep]
+                    for xs in (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps)
+                )
+                device_reductions = [device_reductions[i] for i in keep]
+                device_decayed = [device_decayed[i] for i in keep]
+                mean_sq = [mean_sq[i] for i in keep]
+                finite = None
+        if finite is None:
+            torch._foreach_add_(device_steps, 1)
+        else:  # compiled skip: every update below becomes a select on `finite`
+            torch._foreach_add_(device_steps, [ok.to(t.dtype) for ok, t in zip(finite, device_steps)])
+            mean_sq = [torch.where(ok, ms, v) for ok, ms, v in zip(finite, mean_sq, device_exp_avg_sqs)]
         torch._foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
 
@@ -70,20 +98,37 @@ def adam_mini(
         torch._foreach_add_(denom, eps)
         torch._foreach_mul_(denom, bc1)
         torch._foreach_div_(denom, lr)
+        if finite is not None:  # m / inf = 0: a skipped parameter keeps its value
+            denom = [torch.where(ok, d, math.inf) for ok, d in zip(finite, denom)]
         denom = [r.expand(d) for r, d in zip(device_reductions, denom)]
 
         if weight_decay != 0:
-            to_decay = [p for p, d in zip(device_params, device_decayed) if d]
-            if to_decay:
-                torch._foreach_mul_(to_decay, 1 - lr * weight_decay)
+            to_decay = [(p, i) for i, (p, d) in enumerate(zip(device_params, device_decayed)) if d]
+            if to_decay and finite is None:
+                torch._foreach_mul_([p for p, _ in to_decay], 1 - lr * weight_decay)
+            for p, i in to_decay if finite is not None else ():
+                p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
 
-        if device_exp_avgs[0].dtype != device_grads[0].dtype:
-            grads_m = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
-        else:
-            grads_m = device_grads
-        torch._foreach_lerp_(device_exp_avgs, grads_m, 1 - beta1)
-
+        _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
         torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+
+
+def _update_exp_avgs(
+    exp_avgs: list[Tensor], grads: list[Tensor], weight: float, finite: list[Tensor] | None
+) -> None:
+    """``m <- lerp(m, g, weight)``, kept where ``finite`` is False. A low-precision ``m`` (bf16 for
+    fp32 grads) is updated in place from ``g`` without a full-size converted copy of ``g``."""
+    if finite is not None:  # compiled only: the select fuses into the update
+        for m, g, ok in zip(exp_avgs, grads, finite):
+            m.copy_(torch.where(ok, torch.lerp(m, g.to(m.dtype), weight), m))
+    elif exp_avgs[0].dtype == grads[0].dtype:
+        torch._foreach_lerp_(exp_avgs, grads, weight)
+    elif torch.compiler.is_compiling():  # the conversion fuses into the update
+        torch._foreach_lerp_(exp_avgs, [g.to(m.dtype) for g, m in zip(grads, exp_avgs)], weight)
+    else:  # m*(1-w) + w*g, converting g element by element inside the kernel
+        torch._foreach_mul_(exp_avgs, 1 - weight)
+        for m, g in zip(exp_avgs, grads):
+            m.add_(g, alpha=weight)
 
 
 def _one_minus_power(beta: float, steps: list[Tensor]) -> list[Tensor]:

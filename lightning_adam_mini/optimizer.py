@@ -20,6 +20,7 @@ from .binding import name_param_groups
 from .blocks import BlockReduction, v_dtype
 from .compiled import compile_private
 from .functional import adam_mini
+from .in_backward import InBackwardSteps
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
 ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
@@ -43,6 +44,21 @@ def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> N
     for i, b in enumerate(betas):
         if not isinstance(b, (int, float)) or not math.isfinite(b) or not 0.0 <= b < 1.0:
             raise ValueError(f"AdamMini: betas[{i}] must be in [0, 1), got {b!r}")
+
+
+def check_step_options(compile: Any, nonfinite: Any, step_in_backward: Any) -> None:
+    """Raise ``ValueError`` naming the first invalid step option."""
+    if compile not in (True, False):
+        raise ValueError(f"AdamMini: compile must be True or False, got {compile!r}")
+    if nonfinite not in ("propagate", "skip"):
+        raise ValueError(f"AdamMini: nonfinite must be 'propagate' or 'skip', got {nonfinite!r}")
+    if step_in_backward not in (True, False):
+        raise ValueError(f"AdamMini: step_in_backward must be True or False, got {step_in_backward!r}")
+    if step_in_backward and compile:
+        raise ValueError(
+            "AdamMini: step_in_backward=True updates one parameter at a time from its gradient "
+            "hook and runs eagerly; drop compile=True"
+        )
 
 
 class AdamMini(Optimizer):
@@ -70,6 +86,18 @@ class AdamMini(Optimizer):
             ``torch.float32`` for fp32 state with low-precision params, ``torch.bfloat16`` to halve
             ``m`` for fp32 params. ``v`` is always fp32.
         compile: run the update through ``torch.compile(fullgraph=True)``.
+        nonfinite: ``"propagate"`` (default, as AdamW: a NaN/inf gradient element reaches the
+            state; here it makes its whole block's ``v`` non-finite at once) or ``"skip"``: a
+            parameter whose gradient has a NaN/inf is not updated that step (``p``, ``m``, ``v``
+            and its step count stay), counted in :attr:`nonfinite_skipped`. Compiled, the check
+            costs no host sync.
+        step_in_backward: update each parameter from its post-accumulate-grad hook the moment
+            its gradient is complete, and free the gradient at once, so gradients never all
+            exist together (exact: no block spans two parameters). Call ``step()`` once per
+            iteration as usual: it applies nothing more and marks the end of the iteration.
+            Incompatible with gradient accumulation (a second backward before ``step()`` raises)
+            and with clipping by the global gradient norm (each update happens before the other
+            gradients exist); per-parameter clipping may stand in. Not with ``compile=True``.
     """
 
     def __init__(
@@ -85,8 +113,11 @@ class AdamMini(Optimizer):
         example_kwargs: dict[str, Any] | None = None,
         exp_avg_dtype: torch.dtype | None = None,
         compile: bool = False,
+        nonfinite: str = "propagate",
+        step_in_backward: bool = False,
     ) -> None:
         check_hyperparameters(lr, betas, eps, weight_decay)
+        check_step_options(compile, nonfinite, step_in_backward)
         if exp_avg_dtype is not None and not exp_avg_dtype.is_floating_point:
             raise ValueError(f"AdamMini: exp_avg_dtype must be a floating dtype, got {exp_avg_dtype}")
         groups, named, plan = self._resolve(params, partition, example_inputs, example_kwargs)
@@ -103,6 +134,9 @@ class AdamMini(Optimizer):
         self._update = compile_private(adam_mini) if compile else adam_mini  # own Dynamo cache
         self._compiled = compile
         self._reductions: dict[str, BlockReduction] = {}
+        self.nonfinite = nonfinite
+        self._nonfinite_skips: dict[torch.device, Tensor] = {}
+        self._in_backward = InBackwardSteps(self) if step_in_backward else None
 
     # ---- construction -------------------------------------------------------------------
     @staticmethod
@@ -149,6 +183,8 @@ class AdamMini(Optimizer):
             param_group["lr"], param_group["betas"], param_group["eps"], param_group["weight_decay"]
         )
         super().add_param_group(param_group)
+        if getattr(self, "_in_backward", None) is not None:
+            self._in_backward.hook_group(self.param_groups[-1])
         if self.plan is None:
             return  # unbound: bind() names the groups
         if len(self.param_groups[-1].get("param_names", ())) != len(self.param_groups[-1]["params"]):
@@ -261,27 +297,48 @@ class AdamMini(Optimizer):
             exp_avg_sqs: list[Tensor] = []
             steps: list[Tensor] = []
             self._init_group(group, names, params, grads, exp_avgs, exp_avg_sqs, steps)
-            lr = group["lr"]
-            if isinstance(lr, Tensor) and not tensor_lr:
-                lr = lr.item()
-            elif not isinstance(lr, Tensor) and tensor_lr:
-                lr = torch.tensor(lr, dtype=torch.float64)
-            beta1, beta2 = group["betas"]
-            self._update(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                steps,
-                [self._reductions[n] for n in names],
-                [p.ndim >= 2 for p in params],
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-            )
+            self._apply(group, names, params, grads, exp_avgs, exp_avg_sqs, steps, tensor_lr)
+        if self._in_backward is not None:
+            self._in_backward.end_iteration()
         return loss
+
+    @property
+    def nonfinite_skipped(self) -> int:
+        """How many parameter updates ``nonfinite="skip"`` has skipped so far (a host sync)."""
+        return int(sum(c.item() for c in self._nonfinite_skips.values()))
+
+    def _skip_counter(self, device: torch.device) -> Tensor:
+        counter = self._nonfinite_skips.get(device)
+        if counter is None:
+            counter = self._nonfinite_skips[device] = torch.zeros((), dtype=torch.int64, device=device)
+        return counter
+
+    def _apply(self, group, names, params, grads, exp_avgs, exp_avg_sqs, steps, tensor_lr: bool) -> None:
+        """The update of ``group``'s collected parameters (lists as filled by ``_init_group``)."""
+        if not params:  # no gradients in this group (or all updated in backward already)
+            return
+        lr = group["lr"]
+        if isinstance(lr, Tensor) and not tensor_lr:
+            lr = lr.item()
+        elif not isinstance(lr, Tensor) and tensor_lr:
+            lr = torch.tensor(lr, dtype=torch.float64)
+        beta1, beta2 = group["betas"]
+        skips = [self._skip_counter(p.device) for p in params] if self.nonfinite == "skip" else None
+        self._update(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+            [self._reductions[n] for n in names],
+            [p.ndim >= 2 for p in params],
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            nonfinite_skips=skips,
+        )
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

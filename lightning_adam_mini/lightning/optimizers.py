@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from partitioners import PartitionPlan
 
+from ..in_backward import check_trainer
 from ..optimizer import AdamMini
 from .plan_sync import check_strategy, example_input_of, plan_for_module
 
@@ -72,6 +73,8 @@ def adam_mini_optimizers(
         raise ValueError(f"adam_mini_optimizers: interval must be 'step' or 'epoch', got {interval!r}")
     if module._trainer is not None:
         check_strategy(module._trainer.strategy)
+        if adam_mini_kwargs.get("step_in_backward"):
+            check_trainer(module._trainer)
     params = [p for p in module.parameters() if p.requires_grad]
     if optimizer is not None:
         opt = optimizer(params)
