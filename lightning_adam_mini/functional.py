@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -17,6 +18,8 @@ from torch.optim import Optimizer
 
 from .blocks import BlockReduction
 from .sharded import block_mean_squares
+
+T = TypeVar("T", bound=Any)
 
 
 def adam_mini(
@@ -71,13 +74,26 @@ def adam_mini(
                 keep = [i for i, ok in enumerate(torch.stack(finite).tolist()) if ok]  # one host sync
                 if not keep:
                     continue
-                device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = (
-                    [xs[i] for i in keep]
-                    for xs in (device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps)
+                (
+                    device_params,
+                    device_grads,
+                    device_exp_avgs,
+                    device_exp_avg_sqs,
+                    device_steps,
+                    device_reductions,
+                    device_decayed,
+                    mean_sq,
+                ) = _select(
+                    keep,
+                    device_params,
+                    device_grads,
+                    device_exp_avgs,
+                    device_exp_avg_sqs,
+                    device_steps,
+                    device_reductions,
+                    device_decayed,
+                    mean_sq,
                 )
-                device_reductions = [device_reductions[i] for i in keep]
-                device_decayed = [device_decayed[i] for i in keep]
-                mean_sq = [mean_sq[i] for i in keep]
                 finite = None
         if finite is None:
             torch._foreach_add_(device_steps, 1)
@@ -111,6 +127,11 @@ def adam_mini(
 
         _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
         torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+
+
+def _select(keep: list[int], *lists: Sequence[T]) -> list[list[T]]:
+    """Each list restricted to the positions in ``keep``."""
+    return [[xs[i] for i in keep] for xs in lists]
 
 
 def _update_exp_avgs(
