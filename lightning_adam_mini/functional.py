@@ -126,7 +126,12 @@ def adam_mini(
                 p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
 
         _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
-        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+        if device_exp_avgs[0].dtype == device_params[0].dtype or torch.compiler.is_compiling():
+            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+        else:  # eager, m in another dtype: addcdiv would convert all of m at once
+            for p, m, d in zip(device_params, device_exp_avgs, denom):
+                for p_rows, m_rows, d_rows in _row_chunks(p, m, d.expand_as(p)):
+                    p_rows.addcdiv_(m_rows, d_rows, value=-1.0)
 
 
 def _select(keep: list[int], *lists: Sequence[T]) -> list[list[T]]:
@@ -138,7 +143,8 @@ def _update_exp_avgs(
     exp_avgs: list[Tensor], grads: list[Tensor], weight: float, finite: list[Tensor] | None
 ) -> None:
     """``m <- lerp(m, g, weight)``, kept where ``finite`` is False. A low-precision ``m`` (bf16 for
-    fp32 grads) is updated in place from ``g`` without a full-size converted copy of ``g``."""
+    fp32 grads) is updated without a full-size converted copy of ``g`` (compiled: the conversion
+    fuses into the update; eager: by chunks of rows)."""
     if finite is not None:  # compiled only: the select fuses into the update
         for m, g, ok in zip(exp_avgs, grads, finite):
             m.copy_(torch.where(ok, torch.lerp(m, g.to(m.dtype), weight), m))
@@ -146,10 +152,21 @@ def _update_exp_avgs(
         torch._foreach_lerp_(exp_avgs, grads, weight)
     elif torch.compiler.is_compiling():  # the conversion fuses into the update
         torch._foreach_lerp_(exp_avgs, [g.to(m.dtype) for g, m in zip(grads, exp_avgs)], weight)
-    else:  # m*(1-w) + w*g, converting g element by element inside the kernel
+    else:  # eager, m*(1-w) + w*g; a mixed-dtype add_ converts a whole tensor: go by chunks of rows
         torch._foreach_mul_(exp_avgs, 1 - weight)
         for m, g in zip(exp_avgs, grads):
-            m.add_(g, alpha=weight)
+            for m_rows, g_rows in _row_chunks(m, g):
+                m_rows.add_(g_rows, alpha=weight)
+
+
+def _row_chunks(*tensors: Tensor, numel: int = 1 << 18) -> zip[tuple[Tensor, ...]]:
+    """The tensors (same shape) split along dim 0 into chunks of about ``numel`` elements, so that
+    an op converting dtypes allocates a small temporary per chunk, never a full-size one."""
+    shape = tensors[0].shape
+    if len(shape) == 0 or shape.numel() <= numel:
+        return zip(*((t,) for t in tensors))
+    rows = max(1, numel * shape[0] // shape.numel())
+    return zip(*(t.split(rows) for t in tensors))
 
 
 def _one_minus_power(beta: float, steps: list[Tensor]) -> list[Tensor]:
