@@ -1,4 +1,5 @@
-"""`BlockReduction`: turns a plan's layout into the two tensor ops the update needs.
+"""`BlockReduction`: turns a plan's layout into the two tensor ops the update needs (the
+:class:`~.reduction.Reduction` protocol for a plain tensor).
 
 For one parameter, ``mean_square(grad)`` gives the per-block mean of ``grad**2`` in the shape of
 its second moment ``v`` (fp32), and ``expand(x)`` broadcasts a ``v``-shaped tensor back over the
@@ -10,6 +11,7 @@ the few row values into their blocks.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +86,11 @@ class BlockReduction:
             return row.reshape(self.v_shape)
         summed = row.new_zeros(self.v_shape).index_add_(self.axis, self.row_to_block, row)
         return summed.div_(self.rows_per_block)
+
+    @classmethod
+    def mean_squares(cls, reductions: Sequence[BlockReduction], grads: Sequence[Tensor]) -> list[Tensor]:
+        """:meth:`mean_square` of each parameter (the :class:`~.reduction.Reduction` protocol)."""
+        return [red.mean_square(g) for red, g in zip(reductions, grads)]
 
     def expand(self, x: Tensor) -> Tensor:
         """Broadcast a ``v``-shaped tensor so that it lines up with the parameter."""

@@ -16,8 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .blocks import BlockReduction
-from .sharded import block_mean_squares
+from .reduction import Reduction, block_mean_squares
 
 T = TypeVar("T", bound=Any)
 
@@ -28,7 +27,7 @@ def adam_mini(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     steps: list[Tensor],
-    reductions: Sequence[BlockReduction],
+    reductions: Sequence[Reduction],
     decayed: Sequence[bool],
     *,
     lr: float | Tensor,
