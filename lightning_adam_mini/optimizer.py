@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +18,7 @@ from partitioners import PartitionPlan, PlanMismatchError, auto_partition, load_
 
 from .binding import name_param_groups
 from .blocks import BlockReduction, v_dtype
-from .compiled import compile_private
+from .compiled import compile_private, resolve_compile
 from .functional import adam_mini
 from .in_backward import InBackwardSteps
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
@@ -48,13 +48,13 @@ def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> N
 
 def check_step_options(compile: Any, nonfinite: Any, step_in_backward: Any) -> None:
     """Raise ``ValueError`` naming the first invalid step option."""
-    if compile not in (True, False):
-        raise ValueError(f"AdamMini: compile must be True or False, got {compile!r}")
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"AdamMini: compile must be True, False or 'auto', got {compile!r}")
     if nonfinite not in ("propagate", "skip"):
         raise ValueError(f"AdamMini: nonfinite must be 'propagate' or 'skip', got {nonfinite!r}")
     if step_in_backward not in (True, False):
         raise ValueError(f"AdamMini: step_in_backward must be True or False, got {step_in_backward!r}")
-    if step_in_backward and compile:
+    if step_in_backward and compile is True:
         raise ValueError(
             "AdamMini: step_in_backward=True updates one parameter at a time from its gradient "
             "hook and runs eagerly; drop compile=True"
@@ -85,7 +85,10 @@ class AdamMini(Optimizer):
         exp_avg_dtype: dtype of the first moment ``m``; default: the parameter's dtype. Use
             ``torch.float32`` for fp32 state with low-precision params, ``torch.bfloat16`` to halve
             ``m`` for fp32 params. ``v`` is always fp32.
-        compile: run the update through ``torch.compile(fullgraph=True)``.
+        compile: run the update through ``torch.compile(fullgraph=True)`` (one compilation per
+            optimizer and param group, ~10-20 s on CPU). ``"auto"`` (default): compile when the
+            parameters number at least 100M and Inductor can build here (a C++ compiler on
+            CPU, Triton on CUDA), else run eagerly; never with ``step_in_backward``.
         nonfinite: ``"propagate"`` (default, as AdamW: a NaN/inf gradient element reaches the
             state; here it makes its whole block's ``v`` non-finite at once) or ``"skip"``: a
             parameter whose gradient has a NaN/inf is not updated that step (``p``, ``m``, ``v``
@@ -112,7 +115,7 @@ class AdamMini(Optimizer):
         example_inputs: tuple[Any, ...] | None = None,
         example_kwargs: dict[str, Any] | None = None,
         exp_avg_dtype: torch.dtype | None = None,
-        compile: bool = False,
+        compile: bool | Literal["auto"] = "auto",
         nonfinite: str = "propagate",
         step_in_backward: bool = False,
     ) -> None:
@@ -131,6 +134,8 @@ class AdamMini(Optimizer):
             lr = torch.tensor(float(lr), dtype=torch.float64)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(groups, defaults)
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        compile = resolve_compile(compile, all_params) and not step_in_backward
         self._update = compile_private(adam_mini) if compile else adam_mini  # own Dynamo cache
         self._compiled = compile
         self._reductions: dict[str, BlockReduction] = {}

@@ -130,3 +130,21 @@ def test_twelve_differently_shaped_optimizers_in_one_process_each_compile():
         opt.step()
         # first step: m = 0.2, v = 0.004, both bias-corrected to 2 and 4: p = 1 - 0.1 * 2 / (2 + eps)
         torch.testing.assert_close(p.detach(), torch.full(shape, 0.9), rtol=0, atol=1e-6)
+
+
+def test_compile_auto_compiles_large_models_where_inductor_can_build(monkeypatch):
+    import torch._inductor.cpp_builder
+
+    from lightning_adam_mini import compiled
+
+    model = tiny_llama()
+    assert not AdamMini(model, partition=tiny_plan(model))._compiled  # 10k params: eager
+    monkeypatch.setattr(compiled, "AUTO_COMPILE_MIN_PARAMS", 1000)
+    assert AdamMini(model, partition=tiny_plan(model))._compiled
+    assert not AdamMini(model, partition=tiny_plan(model), step_in_backward=True)._compiled
+
+    def no_compiler():
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch._inductor.cpp_builder, "get_cpp_compiler", no_compiler)
+    assert not AdamMini(model, partition=tiny_plan(model))._compiled  # falls back to eager
