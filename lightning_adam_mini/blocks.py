@@ -35,6 +35,9 @@ class BlockReduction:
     axis: int  # the row axis (grouping axis)
     row_to_block: Tensor | None  # int64 [rows] block of each row, None when one block per row
     rows_per_block: Tensor | None  # fp32, v-shaped broadcast along `axis`
+    # Blocks as consecutive equal runs of whole rows along dim 0: their count (the row kernel
+    # views the parameter as [row_blocks, -1]); None for any other geometry.
+    row_blocks: int | None = None
 
     @classmethod
     def build(cls, layout: BlockLayout, shape: tuple[int, ...], device: torch.device) -> BlockReduction:
@@ -54,6 +57,7 @@ class BlockReduction:
             view[layout.axis] = -1
             rows_per_block = counts.view(view)
         return cls(
+            row_blocks=_row_blocks(shape, dims, index, v_shape),
             v_shape=v_shape,
             reduce_dims=dims,
             row_numel=max(1, math.prod(shape[d] for d in dims)),
@@ -97,3 +101,22 @@ class BlockReduction:
         if self.row_to_block is None:
             return x
         return x.index_select(self.axis, self.row_to_block)
+
+
+def _row_blocks(
+    shape: tuple[int, ...], dims: tuple[int, ...], index: Sequence[int] | None, v_shape: tuple[int, ...]
+) -> int | None:
+    """How many blocks, if the blocks are consecutive equal runs of whole rows along dim 0."""
+    if not shape or 0 in shape:
+        return None
+    if dims == tuple(range(len(shape))):
+        return 1
+    if dims != tuple(range(1, len(shape))):
+        return None
+    if index is None:
+        return shape[0]
+    blocks = v_shape[0]
+    group = shape[0] // blocks
+    if list(index) != [r // group for r in range(shape[0])]:
+        return None
+    return blocks

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .reduction import Reduction, block_mean_squares
+from .row_kernel import RowStep
 
 T = TypeVar("T", bound=Any)
 
@@ -36,6 +37,7 @@ def adam_mini(
     eps: float,
     weight_decay: float,
     nonfinite_skips: list[Tensor] | None = None,
+    row_step: RowStep | None = None,
 ) -> None:
     r"""One Adam-mini step, in place (foreach ops per device and dtype).
 
@@ -51,6 +53,9 @@ def adam_mini(
     left untouched (``p``, ``m``, ``v`` and its step count), and its device's counter goes up by
     one. Eager, this costs one host sync per device and dtype; compiled, none (the skip is a
     select inside the fused update).
+
+    ``row_step``: the one-pass row kernel (:mod:`.row_kernel`), used eagerly for the parameters
+    it fits (fp32 on CPU, blocks of whole rows along dim 0); the others take the foreach path.
     """
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, steps],
@@ -60,6 +65,48 @@ def adam_mini(
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = lists  # type: ignore[assignment]
         device_reductions = [reductions[i] for i in indices]
         device_decayed = [decayed[i] for i in indices]
+        if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
+            fits = [
+                _fits_row_kernel(*x)
+                for x in zip(device_reductions, device_params, device_grads, device_exp_avgs)
+            ]
+            for i in (i for i, fit in enumerate(fits) if fit):
+                decay = 1 - lr * weight_decay if device_decayed[i] else 1.0
+                _row_kernel_step(
+                    row_step,
+                    device_reductions[i],
+                    device_params[i],
+                    device_grads[i],
+                    device_exp_avgs[i],
+                    device_exp_avg_sqs[i],
+                    device_steps[i],
+                    float(lr),
+                    beta1,
+                    beta2,
+                    eps,
+                    float(decay),
+                )
+            rest = [i for i, fit in enumerate(fits) if not fit]
+            if not rest:
+                continue
+            (
+                device_params,
+                device_grads,
+                device_exp_avgs,
+                device_exp_avg_sqs,
+                device_steps,
+                device_reductions,
+                device_decayed,
+            ) = _select(
+                rest,
+                device_params,
+                device_grads,
+                device_exp_avgs,
+                device_exp_avg_sqs,
+                device_steps,
+                device_reductions,
+                device_decayed,
+            )
 
         # The block reduction reads g first, so that decay, the m update and the p update come
         # last and together (compiled: 1.32x -> 1.07x of fused AdamW's time, benchmarks/step.py).
@@ -131,6 +178,53 @@ def adam_mini(
             for p, m, d in zip(device_params, device_exp_avgs, denom):
                 for p_rows, m_rows, d_rows in _row_chunks(p, m, d.expand_as(p)):
                     p_rows.addcdiv_(m_rows, d_rows, value=-1.0)
+
+
+def _fits_row_kernel(reduction: Reduction, p: Tensor, g: Tensor, m: Tensor) -> bool:
+    blocks = getattr(reduction, "row_blocks", None)
+    return (
+        blocks is not None
+        and p.device.type == "cpu"
+        and p.dtype == g.dtype == m.dtype == torch.float32
+        and p.is_contiguous()
+        and g.is_contiguous()
+        and m.is_contiguous()
+    )
+
+
+def _row_kernel_step(
+    row_step: RowStep,
+    reduction: Reduction,
+    p: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+    step: Tensor,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    decay: float,
+) -> None:
+    """One parameter's whole step in one pass over its rows (same math as the foreach path)."""
+    step.add_(1)
+    t = step.item()  # CPU: no device sync
+    bc1 = -math.expm1(t * math.log(beta1)) if beta1 > 0 else 1.0
+    bc2_sqrt = math.sqrt(-math.expm1(t * math.log(beta2))) if beta2 > 0 else 1.0
+    rows = reduction.row_blocks  # type: ignore[attr-defined]
+    row_step(
+        p.view(rows, -1),
+        g.view(rows, -1),
+        m.view(rows, -1),
+        v.view(-1),
+        lr,
+        beta1,
+        beta2,
+        eps,
+        decay,
+        bc1,
+        bc2_sqrt,
+    )
 
 
 def _select(keep: list[int], *lists: Sequence[T]) -> list[list[T]]:

@@ -21,6 +21,7 @@ from .blocks import BlockReduction, v_dtype
 from .compiled import compile_private, resolve_compile
 from .functional import adam_mini
 from .in_backward import InBackwardSteps
+from .row_kernel import resolve_fused
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
 ParamsLike = nn.Module | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
@@ -46,10 +47,12 @@ def check_hyperparameters(lr: Any, betas: Any, eps: Any, weight_decay: Any) -> N
             raise ValueError(f"AdamMini: betas[{i}] must be in [0, 1), got {b!r}")
 
 
-def check_step_options(compile: Any, nonfinite: Any, step_in_backward: Any) -> None:
+def check_step_options(compile: Any, nonfinite: Any, step_in_backward: Any, fused: Any = "auto") -> None:
     """Raise ``ValueError`` naming the first invalid step option."""
     if compile not in (True, False, "auto"):
         raise ValueError(f"AdamMini: compile must be True, False or 'auto', got {compile!r}")
+    if fused not in (True, False, "auto"):
+        raise ValueError(f"AdamMini: fused must be True, False or 'auto', got {fused!r}")
     if nonfinite not in ("propagate", "skip"):
         raise ValueError(f"AdamMini: nonfinite must be 'propagate' or 'skip', got {nonfinite!r}")
     if step_in_backward not in (True, False):
@@ -89,6 +92,11 @@ class AdamMini(Optimizer):
             optimizer and param group, ~10-20 s on CPU). ``"auto"`` (default): compile when the
             parameters number at least 100M and Inductor can build here (a C++ compiler on
             CPU, Triton on CUDA), else run eagerly; never with ``step_in_backward``.
+        fused: the one-pass row kernel for the eager step (:mod:`.row_kernel`: each row reduced
+            and updated while in cache; built with the system's C++ compiler on first use and
+            cached). ``"auto"`` (default): for uncompiled CPU models of 10M+ parameters, when it
+            builds (else a warning and the foreach path); ``True``: always (error if it can't
+            build); ``False``: never.
         nonfinite: ``"propagate"`` (default, as AdamW: a NaN/inf gradient element reaches the
             state; here it makes its whole block's ``v`` non-finite at once) or ``"skip"``: a
             parameter whose gradient has a NaN/inf is not updated that step (``p``, ``m``, ``v``
@@ -116,11 +124,12 @@ class AdamMini(Optimizer):
         example_kwargs: dict[str, Any] | None = None,
         exp_avg_dtype: torch.dtype | None = None,
         compile: bool | Literal["auto"] = "auto",
+        fused: bool | Literal["auto"] = "auto",
         nonfinite: str = "propagate",
         step_in_backward: bool = False,
     ) -> None:
         check_hyperparameters(lr, betas, eps, weight_decay)
-        check_step_options(compile, nonfinite, step_in_backward)
+        check_step_options(compile, nonfinite, step_in_backward, fused)
         if exp_avg_dtype is not None and not exp_avg_dtype.is_floating_point:
             raise ValueError(f"AdamMini: exp_avg_dtype must be a floating dtype, got {exp_avg_dtype}")
         groups, named, plan = self._resolve(params, partition, example_inputs, example_kwargs)
@@ -137,6 +146,7 @@ class AdamMini(Optimizer):
         all_params = [p for g in self.param_groups for p in g["params"]]
         compile = resolve_compile(compile, all_params) and not step_in_backward
         self._update = compile_private(adam_mini) if compile else adam_mini  # own Dynamo cache
+        self._row_step = resolve_fused(fused, all_params, compile)
         self._compiled = compile
         self._reductions: dict[str, BlockReduction] = {}
         self.nonfinite = nonfinite
@@ -343,6 +353,7 @@ class AdamMini(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             nonfinite_skips=skips,
+            **({"row_step": self._row_step} if self._row_step is not None else {}),
         )
 
     # ---- checkpoints --------------------------------------------------------------------
