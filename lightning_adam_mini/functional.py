@@ -55,7 +55,8 @@ def adam_mini(
     select inside the fused update).
 
     ``row_step``: the one-pass row kernel (:mod:`.row_kernel`), used eagerly for the parameters
-    it fits (fp32 on CPU, blocks of whole rows along dim 0); the others take the foreach path.
+    it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0); the
+    others take the foreach path.
     """
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, steps],
@@ -185,7 +186,8 @@ def _fits_row_kernel(reduction: Reduction, p: Tensor, g: Tensor, m: Tensor) -> b
     return (
         blocks is not None
         and p.device.type == "cpu"
-        and p.dtype == g.dtype == m.dtype == torch.float32
+        and p.dtype == g.dtype == torch.float32
+        and m.dtype in (torch.float32, torch.bfloat16)
         and p.is_contiguous()
         and g.is_contiguous()
         and m.is_contiguous()

@@ -5,7 +5,8 @@ Adam-mini needs a block's mean of ``g**2`` before it can update the block. A for
 each row and updates it while the row is still in cache (5 streams: read ``p, g, m``, write
 ``p, m``), against fused AdamW's 7. It serves parameters whose blocks are runs of whole rows
 along dim 0 (embeddings, output heads, linear layers per output neuron, attention heads, whole
-tensors) with fp32 ``p``, ``g`` and ``m`` on CPU; everything else takes the foreach path.
+tensors) with fp32 ``p`` and ``g`` and an fp32 or bf16 ``m`` on CPU; everything else takes the
+foreach path.
 
 Nothing is needed at install: the C++ source is compiled with ``torch.utils.cpp_extension.load``
 the first time it is used (about a minute; cached in ``~/.cache/torch_extensions`` for later

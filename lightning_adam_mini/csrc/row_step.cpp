@@ -1,6 +1,8 @@
 // One pass per row: Adam-mini's step for a parameter whose blocks are runs of whole rows.
 //
-// p, g, m: contiguous [rows, cols] float32 (a block is one row of the view); v: [rows] float32.
+// p, g: contiguous [rows, cols] float32 (a block is one row of the view); m: the same, float32 or
+// bfloat16 (math in float32, stored rounded, and the rounded value used, as the eager step does);
+// v: [rows] float32.
 // For each row, while it is in cache: s = mean(g^2); v = v + (1 - beta2) (s - v);
 // d = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr; then per element p = p * decay;
 // m = m + (1 - beta1) (g - m); p = p - m / d. Reads p, g, m once and writes p, m once.
@@ -8,18 +10,14 @@
 
 #include <cmath>
 
-void row_step_(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor v, double lr, double beta1,
-               double beta2, double eps, double decay, double bc1, double bc2_sqrt) {
-  TORCH_CHECK(p.is_contiguous() && g.is_contiguous() && m.is_contiguous() && v.is_contiguous(),
-              "row_step_: tensors must be contiguous");
-  TORCH_CHECK(p.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && m.scalar_type() == at::kFloat &&
-                  v.scalar_type() == at::kFloat,
-              "row_step_: float32 tensors only");
+template <typename M>
+void row_step_impl(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor v, double lr, double beta1,
+                   double beta2, double eps, double decay, double bc1, double bc2_sqrt) {
   const int64_t rows = v.numel();
   const int64_t cols = rows ? p.numel() / rows : 0;
   float* pp = p.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
-  float* mp = m.data_ptr<float>();
+  M* mp = m.data_ptr<M>();
   float* vp = v.data_ptr<float>();
   const float w1 = static_cast<float>(1.0 - beta1), w2 = static_cast<float>(1.0 - beta2);
   const float fdecay = static_cast<float>(decay), feps = static_cast<float>(eps);
@@ -28,7 +26,7 @@ void row_step_(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor 
     for (int64_t r = begin; r < end; ++r) {
       float* pr = pp + r * cols;
       const float* gr = gp + r * cols;
-      float* mr = mp + r * cols;
+      M* mr = mp + r * cols;
       double acc = 0.0;
       float part[16] = {0};
       int64_t j = 0;
@@ -44,12 +42,27 @@ void row_step_(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor 
       const float inv_d = 1.0f / ((std::sqrt(vr) / fbc2 + feps) * scale);
 #pragma omp simd
       for (int64_t k = 0; k < cols; ++k) {
-        const float mk = mr[k] + w1 * (gr[k] - mr[k]);
+        const float mo = static_cast<float>(mr[k]);
+        const M mk = static_cast<M>(mo + w1 * (gr[k] - mo));
         mr[k] = mk;
-        pr[k] = pr[k] * fdecay - mk * inv_d;
+        pr[k] = pr[k] * fdecay - static_cast<float>(mk) * inv_d;
       }
     }
   });
+}
+
+void row_step_(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor v, double lr, double beta1,
+               double beta2, double eps, double decay, double bc1, double bc2_sqrt) {
+  TORCH_CHECK(p.is_contiguous() && g.is_contiguous() && m.is_contiguous() && v.is_contiguous(),
+              "row_step_: tensors must be contiguous");
+  TORCH_CHECK(p.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && v.scalar_type() == at::kFloat,
+              "row_step_: p, g and v must be float32");
+  if (m.scalar_type() == at::kFloat) {
+    row_step_impl<float>(p, g, m, v, lr, beta1, beta2, eps, decay, bc1, bc2_sqrt);
+  } else {
+    TORCH_CHECK(m.scalar_type() == at::kBFloat16, "row_step_: m must be float32 or bfloat16");
+    row_step_impl<c10::BFloat16>(p, g, m, v, lr, beta1, beta2, eps, decay, bc1, bc2_sqrt);
+  }
 }
 
 TORCH_LIBRARY_FRAGMENT(lightning_adam_mini, lib) {
