@@ -32,11 +32,19 @@ def contenders(model: Llama, cfg: LlamaConfig, official: bool = True) -> dict[st
     plan = name_partition(model, dim=cfg.dim, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads)
     bf16 = torch.bfloat16
     out: dict[str, MakeOptimizer] = {
-        "AdamMini eager": lambda m: AdamMini(m, partition=plan, weight_decay=0.1),
-        "AdamMini eager, bf16 m": lambda m: AdamMini(m, partition=plan, weight_decay=0.1, exp_avg_dtype=bf16),
+        "AdamMini eager": lambda m: AdamMini(m, partition=plan, weight_decay=0.1, compile=False, fused=False),
+        "AdamMini eager, bf16 m": lambda m: AdamMini(
+            m, partition=plan, weight_decay=0.1, compile=False, fused=False, exp_avg_dtype=bf16
+        ),
         "AdamMini compiled": lambda m: AdamMini(m, partition=plan, weight_decay=0.1, compile=True),
         "AdamMini compiled, bf16 m": lambda m: AdamMini(
             m, partition=plan, weight_decay=0.1, compile=True, exp_avg_dtype=bf16
+        ),
+        "AdamMini one-pass kernel": lambda m: AdamMini(
+            m, partition=plan, weight_decay=0.1, compile=False, fused=True
+        ),
+        "AdamMini one-pass kernel, bf16 m": lambda m: AdamMini(
+            m, partition=plan, weight_decay=0.1, compile=False, fused=True, exp_avg_dtype=bf16
         ),
         "AdamW foreach": lambda m: torch.optim.AdamW(m.parameters(), weight_decay=0.1, foreach=True),
         "AdamW fused": lambda m: torch.optim.AdamW(m.parameters(), weight_decay=0.1, fused=True),

@@ -22,10 +22,10 @@ from pathlib import Path
 if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # before torch allocates anything
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
 
-import torch  # noqa: E402
-from contenders import contenders, llama_config, machine_line  # noqa: E402
+import torch
+from contenders import contenders, llama_config, machine_line
 
-from lightning_adam_mini.app.models import Llama  # noqa: E402
+from lightning_adam_mini.app.models import Llama
 
 
 def _status_kib(field: str) -> int:

@@ -23,7 +23,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTENDERS = ("AdamW fused", "AdamMini", "AdamMini, bf16 m", "AdamMini in backward", "AdamMini in backward, bf16 m")
+CONTENDERS = (
+    "AdamW fused",
+    "AdamMini",
+    "AdamMini, bf16 m",
+    "AdamMini in backward",
+    "AdamMini in backward, bf16 m",
+)
 
 
 def _status_kib(field: str) -> int:

@@ -9,6 +9,26 @@
 #include <torch/extension.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+
+// bf16 <-> fp32 by bit operations (round to nearest even, as torch rounds; no NaN special case:
+// a NaN m stays NaN), so that the inner loop vectorizes.
+static inline float load_m(const float* m, int64_t k) { return m[k]; }
+static inline float load_m(const uint16_t* m, int64_t k) {
+  const uint32_t bits = static_cast<uint32_t>(m[k]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+static inline float store_m(float* m, int64_t k, float x) { return m[k] = x; }
+static inline float store_m(uint16_t* m, int64_t k, float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  m[k] = static_cast<uint16_t>(bits >> 16);
+  return load_m(m, k);
+}
 
 template <typename M>
 void row_step_impl(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor v, double lr, double beta1,
@@ -17,7 +37,7 @@ void row_step_impl(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Ten
   const int64_t cols = rows ? p.numel() / rows : 0;
   float* pp = p.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
-  M* mp = m.data_ptr<M>();
+  M* mp = static_cast<M*>(m.data_ptr());
   float* vp = v.data_ptr<float>();
   const float w1 = static_cast<float>(1.0 - beta1), w2 = static_cast<float>(1.0 - beta2);
   const float fdecay = static_cast<float>(decay), feps = static_cast<float>(eps);
@@ -42,10 +62,9 @@ void row_step_impl(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Ten
       const float inv_d = 1.0f / ((std::sqrt(vr) / fbc2 + feps) * scale);
 #pragma omp simd
       for (int64_t k = 0; k < cols; ++k) {
-        const float mo = static_cast<float>(mr[k]);
-        const M mk = static_cast<M>(mo + w1 * (gr[k] - mo));
-        mr[k] = mk;
-        pr[k] = pr[k] * fdecay - static_cast<float>(mk) * inv_d;
+        const float mo = load_m(mr, k);
+        const float mk = store_m(mr, k, mo + w1 * (gr[k] - mo));  // the stored (rounded) value
+        pr[k] = pr[k] * fdecay - mk * inv_d;
       }
     }
   });
@@ -61,7 +80,7 @@ void row_step_(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor 
     row_step_impl<float>(p, g, m, v, lr, beta1, beta2, eps, decay, bc1, bc2_sqrt);
   } else {
     TORCH_CHECK(m.scalar_type() == at::kBFloat16, "row_step_: m must be float32 or bfloat16");
-    row_step_impl<c10::BFloat16>(p, g, m, v, lr, beta1, beta2, eps, decay, bc1, bc2_sqrt);
+    row_step_impl<uint16_t>(p, g, m, v, lr, beta1, beta2, eps, decay, bc1, bc2_sqrt);
   }
 }
 
