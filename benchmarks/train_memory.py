@@ -69,6 +69,7 @@ def run_one(name: str, dim: int, layers: int, vocab: int, steps: int) -> dict[st
             lr=1e-4,
             exp_avg_dtype=torch.bfloat16 if "bf16" in name else None,
             step_in_backward="in backward" in name,
+            compile=False,  # the default ("auto") would compile a 1B model: same memory, longer run
         )
     base_kib = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (the peak) to the current RSS
