@@ -109,10 +109,15 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--plot", type=Path, default=None, help="write a bar chart PNG here")
+    ap.add_argument("--replot", type=Path, default=None, help="redraw --plot from a saved .json")
     ap.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.dim, args.layers, args.vocab, args.steps)))
+        return
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        plot(saved["rows"], args.plot, saved["title"])
         return
 
     import torch
@@ -128,10 +133,10 @@ def main() -> None:
     params = rows[CONTENDERS[0]]["param_bytes"] / 4
     ref = rows["AdamW fused"]["extra_bytes"]
     title = (
-        f"Llama dim={args.dim} layers={args.layers} vocab={args.vocab}: {params / 1e9:.2f}B fp32 params, "
-        f"{args.steps} steps; {platform.machine()}, torch {torch.__version__}"
+        f"Llama dim={args.dim} layers={args.layers} vocab={args.vocab}: {params / 1e9:.2f}B fp32 params,\n"
+        f"{args.steps} training steps on CPU ({platform.machine()}), torch {torch.__version__}"
     )
-    print(title + "\n")
+    print(title.replace("\n", " ") + "\n")
     print("| optimizer | peak above model, GB | bytes/param | vs AdamW |")
     print("|---|---:|---:|---:|")
     for name, row in rows.items():
@@ -139,7 +144,8 @@ def main() -> None:
         print(f"| {name} | {extra / 1e9:.2f} | {extra / params:.1f} | {extra / ref:.2f}x |")
     if args.plot:
         plot(rows, args.plot, title)
-        print(f"\nchart written to {args.plot}")
+        args.plot.with_suffix(".json").write_text(json.dumps({"title": title, "rows": rows}, indent=1))
+        print(f"\nchart written to {args.plot} (figures in {args.plot.with_suffix('.json')})")
 
 
 if __name__ == "__main__":
