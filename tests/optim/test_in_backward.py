@@ -59,3 +59,22 @@ def test_lightning_settings_it_cannot_honour_are_named(setting, culprit):
     with pytest.raises(ValueError, match=culprit):
         check_trainer(trainer)
     check_trainer(pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False))
+
+
+def test_lightning_fit_in_backward_equals_the_usual_fit():
+    from tests.lightning.lit_gpt import LitGPT, trainer
+
+    usual, hooked = LitGPT(), LitGPT(optimizer_kwargs=dict(step_in_backward=True))
+    trainer(max_steps=4).fit(usual)
+    hooked_trainer = trainer(max_steps=4)
+    hooked_trainer.fit(hooked)
+    assert hooked_trainer.optimizers[0]._in_backward is not None  # the hooks did the updates
+    for (name, a), b in zip(usual.named_parameters(), hooked.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_lightning_fit_in_backward_refuses_gradient_clipping():
+    from tests.lightning.lit_gpt import LitGPT, trainer
+
+    with pytest.raises(ValueError, match="gradient_clip_val"):
+        trainer(max_steps=2, gradient_clip_val=1.0).fit(LitGPT(optimizer_kwargs=dict(step_in_backward=True)))
