@@ -6,7 +6,9 @@
 // For each row, while it is in cache: s = mean(g^2); v = v + (1 - beta2) (s - v);
 // d = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr; then per element p = p * decay;
 // m = m + (1 - beta1) (g - m); p = p - m / d. Reads p, g, m once and writes p, m once.
-#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
 
 #include <cmath>
 #include <cstdint>
@@ -31,7 +33,7 @@ static inline float store_m(uint16_t* m, int64_t k, float x) {
 }
 
 template <typename M>
-void row_step_impl(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor v, double lr, double beta1,
+void row_step_impl(at::Tensor p, at::Tensor g, at::Tensor m, at::Tensor v, double lr, double beta1,
                    double beta2, double eps, double decay, double bc1, double bc2_sqrt) {
   const int64_t rows = v.numel();
   const int64_t cols = rows ? p.numel() / rows : 0;
@@ -70,7 +72,7 @@ void row_step_impl(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Ten
   });
 }
 
-void row_step_(torch::Tensor p, torch::Tensor g, torch::Tensor m, torch::Tensor v, double lr, double beta1,
+void row_step_(at::Tensor p, at::Tensor g, at::Tensor m, at::Tensor v, double lr, double beta1,
                double beta2, double eps, double decay, double bc1, double bc2_sqrt) {
   TORCH_CHECK(p.is_contiguous() && g.is_contiguous() && m.is_contiguous() && v.is_contiguous(),
               "row_step_: tensors must be contiguous");
