@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -18,8 +18,6 @@ from torch.optim import Optimizer
 
 from .reduction import Reduction, block_mean_squares
 from .row_kernel import RowStep
-
-T = TypeVar("T", bound=Any)
 
 
 def adam_mini(
@@ -63,7 +61,9 @@ def adam_mini(
         with_indices=True,  # type: ignore[list-item]
     )
     for lists, indices in grouped.values():
-        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = lists  # type: ignore[assignment]
+        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = cast(
+            list[list[Tensor]], lists
+        )
         device_reductions = [reductions[i] for i in indices]
         device_decayed = [decayed[i] for i in indices]
         if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
@@ -167,10 +167,11 @@ def adam_mini(
 
         if weight_decay != 0:
             to_decay = [(p, i) for i, (p, d) in enumerate(zip(device_params, device_decayed)) if d]
-            if to_decay and finite is None:
+            if finite is not None:  # compiled skip: a skipped parameter is not decayed either
+                for p, i in to_decay:
+                    p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
+            elif to_decay:
                 torch._foreach_mul_([p for p, _ in to_decay], 1 - lr * weight_decay)
-            for p, i in to_decay if finite is not None else ():
-                p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
 
         _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
         if device_exp_avgs[0].dtype == device_params[0].dtype or torch.compiler.is_compiling():
@@ -229,7 +230,7 @@ def _row_kernel_step(
     )
 
 
-def _select(keep: list[int], *lists: Sequence[T]) -> list[list[T]]:
+def _select(keep: list[int], *lists: Sequence[Any]) -> list[list[Any]]:
     """Each list restricted to the positions in ``keep``."""
     return [[xs[i] for i in keep] for xs in lists]
 
