@@ -1,10 +1,12 @@
-"""Optimizer step time and state memory: AdamMini (eager, compiled) vs torch AdamW and official Adam_mini.
+"""Optimizer step time: AdamMini (eager, compiled; fp32 or bf16 m) vs torch AdamW and official Adam_mini.
 
-One process, one Llama-shaped fp32 model per contender (same init, same fixed gradients); the
+One process, one Llama-shaped model per contender (same init, same fixed gradients); the
 contenders' steps are interleaved round by round and the medians are reported, so machine noise
-hits all of them alike.
+hits all of them alike. Next to each time: the bytes the step must move at least (read and write
+``p`` and the state, read ``g``) per second, against a measured copy of the same bytes.
 
-    python benchmarks/step.py                 # ~32M params, CPU
+    python benchmarks/step.py                          # ~30M fp32 params, CPU
+    python benchmarks/step.py --dtype bfloat16         # bf16 params (m bf16 too)
     python benchmarks/step.py --device cuda --dim 1024 --layers 12
 """
 
@@ -12,51 +14,33 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
-from collections.abc import Callable
 
 import torch
+from contenders import compulsory_bytes, contenders, llama_config, machine_line
 
-from lightning_adam_mini import AdamMini
-from lightning_adam_mini.app.models import Llama, LlamaConfig
+from lightning_adam_mini.app.models import Llama
 from lightning_adam_mini.stats import optimizer_state_bytes
-from partitioners import name_partition
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def contenders(
-    model: Llama, cfg: LlamaConfig
-) -> dict[str, Callable[[torch.nn.Module], torch.optim.Optimizer]]:
-    plan = name_partition(model, dim=cfg.dim, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads)
-    out = {
-        "AdamMini eager": lambda m: AdamMini(m, partition=plan, weight_decay=0.1),
-        "AdamMini compiled": lambda m: AdamMini(m, partition=plan, weight_decay=0.1, compile=True),
-        "AdamMini compiled, bf16 m": lambda m: AdamMini(
-            m, partition=plan, weight_decay=0.1, compile=True, exp_avg_dtype=torch.bfloat16
-        ),
-        "AdamW foreach": lambda m: torch.optim.AdamW(m.parameters(), weight_decay=0.1, foreach=True),
-        "AdamW fused": lambda m: torch.optim.AdamW(m.parameters(), weight_decay=0.1, fused=True),
-    }
-    try:
-        from adam_mini import Adam_mini
+def copy_buffers(nbytes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``src, dst`` such that ``dst.copy_(src)`` moves ``nbytes`` in all (half read, half written)."""
+    src = torch.ones(max(1, nbytes // 8), dtype=torch.float32, device=device)
+    return src, torch.ones_like(src)  # both touched: no page faults inside the timing
 
-        out["official Adam_mini"] = lambda m: Adam_mini(
-            m.named_parameters(),
-            weight_decay=0.1,
-            dim=cfg.dim,
-            n_heads=cfg.n_heads,
-            n_kv_heads=cfg.n_kv_heads,
-            verbose=False,
-        )
-    except ImportError:
-        pass
-    return out
+
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -65,25 +49,20 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
     device = torch.device(args.device)
-    cfg = LlamaConfig(
-        vocab_size=args.vocab,
-        dim=args.dim,
-        n_layers=args.layers,
-        n_heads=args.dim // 64,
-        n_kv_heads=max(1, args.dim // 128),
-        hidden_dim=int(args.dim * 8 / 3) // 64 * 64,
-    )
+    cfg = llama_config(args.dim, args.layers, args.vocab)
     torch.manual_seed(0)
-    base = Llama(cfg).to(device)
-    n_params = sum(p.numel() for p in base.parameters())
+    base = Llama(cfg).to(device=device, dtype=getattr(torch, args.dtype))
     grads = [torch.randn_like(p) * 1e-3 for p in base.parameters()]
 
     runs = {}
     for name, make in contenders(base, cfg).items():
+        if args.dtype != "float32" and "bf16 m" in name:
+            continue  # m already has the params' dtype
         model = copy.deepcopy(base)
         for p, g in zip(model.parameters(), grads):
             p.grad = g.clone()
@@ -94,54 +73,27 @@ def main() -> None:
         sync(device)
         runs[name] = {"opt": opt, "times": [], "warmup_s": time.perf_counter() - t0}
 
+    src, dst = copy_buffers(compulsory_bytes(runs["AdamW fused"]["opt"]), device)
+    copy_times = []
     for _ in range(args.rounds):
         for run in runs.values():
-            sync(device)
-            t0 = time.perf_counter()
-            run["opt"].step()
-            sync(device)
-            run["times"].append(time.perf_counter() - t0)
+            run["times"].append(timed(run["opt"].step, device))
+        copy_times.append(timed(lambda: dst.copy_(src), device))
 
-    ref_ms = statistics.median(runs["AdamW fused"]["times"]) * 1e3
-    ref_bytes = optimizer_state_bytes([runs["AdamW fused"]["opt"]])
-    where = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    )
-    print(
-        f"Llama dim={cfg.dim} layers={cfg.n_layers} vocab={cfg.vocab_size}: {n_params / 1e6:.1f}M fp32 params; "
-        f"{device.type} ({where}); torch {torch.__version__}; median of {args.rounds} interleaved steps"
-    )
-    print()
-    print("| optimizer | ms/step | vs AdamW fused | state MB | state vs AdamW |")
-    print("|---|---:|---:|---:|---:|")
+    ref_s = statistics.median(runs["AdamW fused"]["times"])
+    ref_state = optimizer_state_bytes([runs["AdamW fused"]["opt"]])
+    copy_gbs = compulsory_bytes(runs["AdamW fused"]["opt"]) / statistics.median(copy_times) / 1e9
+    print(f"{machine_line(base, cfg, device)}; median of {args.rounds} interleaved steps")
+    print(f"memory copy of AdamW's bytes, interleaved with the steps: {copy_gbs:.1f} GB/s\n")
+    print("| optimizer | ms/step | vs AdamW fused | GB/s moved | of copy | state vs AdamW | first steps, s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, run in runs.items():
-        ms = statistics.median(run["times"]) * 1e3
-        sb = optimizer_state_bytes([run["opt"]])
-        print(f"| {name} | {ms:.1f} | {ms / ref_ms:.2f}x | {sb / 2**20:.1f} | {sb / ref_bytes:.4f} |")
-    if "official Adam_mini" in runs:
-        official = statistics.median(runs["official Adam_mini"]["times"])
-        compiled = statistics.median(runs["AdamMini compiled"]["times"])
-        print(f"\nAdamMini compiled is {official / compiled:.1f}x faster than official Adam_mini")
-    if device.type == "cuda":
-        # achieved bandwidth against a measured device copy of the same bytes
-        numel = n_params
-        src = torch.empty(numel, device=device)
-        dst = torch.empty_like(src)
-        times = []
-        for _ in range(10):
-            sync(device)
-            t0 = time.perf_counter()
-            dst.copy_(src)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        copy_gbs = 2 * numel * 4 / statistics.median(times) / 1e9
-        compiled = statistics.median(runs["AdamMini compiled"]["times"])
-        mini_gbs = 6 * numel * 4 / compiled / 1e9  # read p, g, m, g again; write p, m
+        s = statistics.median(run["times"])
+        gbs = compulsory_bytes(run["opt"]) / s / 1e9
+        state = optimizer_state_bytes([run["opt"]]) / ref_state
         print(
-            f"device copy {copy_gbs:.0f} GB/s; AdamMini compiled moves {mini_gbs:.0f} GB/s "
-            f"({mini_gbs / copy_gbs:.0%} of copy)"
+            f"| {name} | {s * 1e3:.1f} | {s / ref_s:.2f}x | {gbs:.1f} | {gbs / copy_gbs:.0%} | {state:.3f} "
+            f"| {run['warmup_s']:.1f} |"
         )
 
 

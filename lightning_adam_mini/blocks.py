@@ -1,4 +1,5 @@
-"""`BlockReduction`: turns a plan's layout into the two tensor ops the update needs.
+"""`BlockReduction`: turns a plan's layout into the two tensor ops the update needs (the
+:class:`~.reduction.Reduction` protocol for a plain tensor).
 
 For one parameter, ``mean_square(grad)`` gives the per-block mean of ``grad**2`` in the shape of
 its second moment ``v`` (fp32), and ``expand(x)`` broadcasts a ``v``-shaped tensor back over the
@@ -10,6 +11,7 @@ the few row values into their blocks.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,10 +31,13 @@ class BlockReduction:
 
     v_shape: tuple[int, ...]
     reduce_dims: tuple[int, ...]  # axes averaged inside a row; () for per-element
-    row_numel: int  # elements per row (product of the reduced axes)
+    row_numel: int  # elements per row (product of the reduced axes), at least 1: an empty row's mean is 0
     axis: int  # the row axis (grouping axis)
     row_to_block: Tensor | None  # int64 [rows] block of each row, None when one block per row
     rows_per_block: Tensor | None  # fp32, v-shaped broadcast along `axis`
+    # Blocks as consecutive equal runs of whole rows along dim 0: their count (the row kernel
+    # views the parameter as [row_blocks, -1]); None for any other geometry.
+    row_blocks: int | None = None
 
     @classmethod
     def build(cls, layout: BlockLayout, shape: tuple[int, ...], device: torch.device) -> BlockReduction:
@@ -52,9 +57,10 @@ class BlockReduction:
             view[layout.axis] = -1
             rows_per_block = counts.view(view)
         return cls(
+            row_blocks=_row_blocks(shape, dims, index, v_shape),
             v_shape=v_shape,
             reduce_dims=dims,
-            row_numel=math.prod(shape[d] for d in dims),
+            row_numel=max(1, math.prod(shape[d] for d in dims)),
             axis=layout.axis,
             row_to_block=row_to_block,
             rows_per_block=rows_per_block,
@@ -85,8 +91,32 @@ class BlockReduction:
         summed = row.new_zeros(self.v_shape).index_add_(self.axis, self.row_to_block, row)
         return summed.div_(self.rows_per_block)
 
+    @classmethod
+    def mean_squares(cls, reductions: Sequence[BlockReduction], grads: Sequence[Tensor]) -> list[Tensor]:
+        """:meth:`mean_square` of each parameter (the :class:`~.reduction.Reduction` protocol)."""
+        return [red.mean_square(g) for red, g in zip(reductions, grads)]
+
     def expand(self, x: Tensor) -> Tensor:
         """Broadcast a ``v``-shaped tensor so that it lines up with the parameter."""
         if self.row_to_block is None:
             return x
         return x.index_select(self.axis, self.row_to_block)
+
+
+def _row_blocks(
+    shape: tuple[int, ...], dims: tuple[int, ...], index: Sequence[int] | None, v_shape: tuple[int, ...]
+) -> int | None:
+    """How many blocks, if the blocks are consecutive equal runs of whole rows along dim 0."""
+    if not shape or 0 in shape:
+        return None
+    if dims == tuple(range(len(shape))):
+        return 1
+    if dims != tuple(range(1, len(shape))):
+        return None
+    if index is None:
+        return shape[0]
+    blocks = v_shape[0]
+    group = shape[0] // blocks
+    if list(index) != [r // group for r in range(shape[0])]:
+        return None
+    return blocks

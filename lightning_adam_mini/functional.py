@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .blocks import BlockReduction
-from .sharded import block_mean_squares
+from .reduction import Reduction, block_mean_squares
+from .row_kernel import RowStep
 
 
 def adam_mini(
@@ -25,7 +26,7 @@ def adam_mini(
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     steps: list[Tensor],
-    reductions: Sequence[BlockReduction],
+    reductions: Sequence[Reduction],
     decayed: Sequence[bool],
     *,
     lr: float | Tensor,
@@ -33,6 +34,8 @@ def adam_mini(
     beta2: float,
     eps: float,
     weight_decay: float,
+    nonfinite_skips: list[Tensor] | None = None,
+    row_step: RowStep | None = None,
 ) -> None:
     r"""One Adam-mini step, in place (foreach ops per device and dtype).
 
@@ -42,20 +45,108 @@ def adam_mini(
         v_b &\leftarrow \beta_2 v_b + (1-\beta_2)\,\operatorname{mean}_{i\in b} g_i^2 \\
         p_i &\leftarrow p_i - \frac{\eta}{1-\beta_1^t}\,
               \frac{m_i}{\sqrt{v_b/(1-\beta_2^t)}+\epsilon}
+
+    ``nonfinite_skips``: when given (one int64 counter per parameter, on its device; parameters
+    on one device may share a counter), a parameter whose gradient holds a NaN or an infinity is
+    left untouched (``p``, ``m``, ``v`` and its step count), and its device's counter goes up by
+    one. Eager, this costs one host sync per device and dtype; compiled, none (the skip is a
+    select inside the fused update).
+
+    ``row_step``: the one-pass row kernel (:mod:`.row_kernel`), used eagerly for the parameters
+    it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0); the
+    others take the foreach path.
     """
     grouped = Optimizer._group_tensors_by_device_and_dtype(
         [params, grads, exp_avgs, exp_avg_sqs, steps],
         with_indices=True,  # type: ignore[list-item]
     )
     for lists, indices in grouped.values():
-        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = lists  # type: ignore[assignment]
+        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = cast(
+            list[list[Tensor]], lists
+        )
         device_reductions = [reductions[i] for i in indices]
         device_decayed = [decayed[i] for i in indices]
-        torch._foreach_add_(device_steps, 1)
+        if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
+            fits = [
+                _fits_row_kernel(*x)
+                for x in zip(device_reductions, device_params, device_grads, device_exp_avgs)
+            ]
+            for i in (i for i, fit in enumerate(fits) if fit):
+                decay = 1 - lr * weight_decay if device_decayed[i] else 1.0
+                _row_kernel_step(
+                    row_step,
+                    device_reductions[i],
+                    device_params[i],
+                    device_grads[i],
+                    device_exp_avgs[i],
+                    device_exp_avg_sqs[i],
+                    device_steps[i],
+                    float(lr),
+                    beta1,
+                    beta2,
+                    eps,
+                    float(decay),
+                )
+            rest = [i for i, fit in enumerate(fits) if not fit]
+            if not rest:
+                continue
+            (
+                device_params,
+                device_grads,
+                device_exp_avgs,
+                device_exp_avg_sqs,
+                device_steps,
+                device_reductions,
+                device_decayed,
+            ) = _select(
+                rest,
+                device_params,
+                device_grads,
+                device_exp_avgs,
+                device_exp_avg_sqs,
+                device_steps,
+                device_reductions,
+                device_decayed,
+            )
 
         # The block reduction reads g first, so that decay, the m update and the p update come
         # last and together (compiled: 1.32x -> 1.07x of fused AdamW's time, benchmarks/step.py).
         mean_sq = block_mean_squares(device_reductions, device_grads)  # FSDP2 shards: one all_reduce for all
+        finite: list[Tensor] | None = None
+        if nonfinite_skips is not None:
+            # A NaN/inf in g makes its blocks' mean square non-finite: no extra pass over g.
+            finite = [torch.isfinite(ms).all() for ms in mean_sq]
+            nonfinite_skips[indices[0]].add_(len(finite) - torch.stack(finite).sum())
+            if not torch.compiler.is_compiling():
+                keep = [i for i, ok in enumerate(torch.stack(finite).tolist()) if ok]  # one host sync
+                if not keep:
+                    continue
+                (
+                    device_params,
+                    device_grads,
+                    device_exp_avgs,
+                    device_exp_avg_sqs,
+                    device_steps,
+                    device_reductions,
+                    device_decayed,
+                    mean_sq,
+                ) = _select(
+                    keep,
+                    device_params,
+                    device_grads,
+                    device_exp_avgs,
+                    device_exp_avg_sqs,
+                    device_steps,
+                    device_reductions,
+                    device_decayed,
+                    mean_sq,
+                )
+                finite = None
+        if finite is None:
+            torch._foreach_add_(device_steps, 1)
+        else:  # compiled skip: every update below becomes a select on `finite`
+            torch._foreach_add_(device_steps, [ok.to(t.dtype) for ok, t in zip(finite, device_steps)])
+            mean_sq = [torch.where(ok, ms, v) for ok, ms, v in zip(finite, mean_sq, device_exp_avg_sqs)]
         torch._foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
 
@@ -70,20 +161,108 @@ def adam_mini(
         torch._foreach_add_(denom, eps)
         torch._foreach_mul_(denom, bc1)
         torch._foreach_div_(denom, lr)
+        if finite is not None:  # m / inf = 0: a skipped parameter keeps its value
+            denom = [torch.where(ok, d, math.inf) for ok, d in zip(finite, denom)]
         denom = [r.expand(d) for r, d in zip(device_reductions, denom)]
 
         if weight_decay != 0:
-            to_decay = [p for p, d in zip(device_params, device_decayed) if d]
-            if to_decay:
-                torch._foreach_mul_(to_decay, 1 - lr * weight_decay)
+            to_decay = [(p, i) for i, (p, d) in enumerate(zip(device_params, device_decayed)) if d]
+            if finite is not None:  # compiled skip: a skipped parameter is not decayed either
+                for p, i in to_decay:
+                    p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
+            elif to_decay:
+                torch._foreach_mul_([p for p, _ in to_decay], 1 - lr * weight_decay)
 
-        if device_exp_avgs[0].dtype != device_grads[0].dtype:
-            grads_m = [g.to(m.dtype) for g, m in zip(device_grads, device_exp_avgs)]
-        else:
-            grads_m = device_grads
-        torch._foreach_lerp_(device_exp_avgs, grads_m, 1 - beta1)
+        _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
+        if device_exp_avgs[0].dtype == device_params[0].dtype or torch.compiler.is_compiling():
+            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+        else:  # eager, m in another dtype: addcdiv would convert all of m at once
+            for p, m, d in zip(device_params, device_exp_avgs, denom):
+                for p_rows, m_rows, d_rows in _row_chunks(p, m, d.expand_as(p)):
+                    p_rows.addcdiv_(m_rows, d_rows, value=-1.0)
 
-        torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+
+def _fits_row_kernel(reduction: Reduction, p: Tensor, g: Tensor, m: Tensor) -> bool:
+    blocks = getattr(reduction, "row_blocks", None)
+    return (
+        blocks is not None
+        and p.device.type == "cpu"
+        and p.dtype == g.dtype == torch.float32
+        and m.dtype in (torch.float32, torch.bfloat16)
+        and p.is_contiguous()
+        and g.is_contiguous()
+        and m.is_contiguous()
+    )
+
+
+def _row_kernel_step(
+    row_step: RowStep,
+    reduction: Reduction,
+    p: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+    step: Tensor,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    decay: float,
+) -> None:
+    """One parameter's whole step in one pass over its rows (same math as the foreach path)."""
+    step.add_(1)
+    t = step.item()  # CPU: no device sync
+    bc1 = -math.expm1(t * math.log(beta1)) if beta1 > 0 else 1.0
+    bc2_sqrt = math.sqrt(-math.expm1(t * math.log(beta2))) if beta2 > 0 else 1.0
+    rows = reduction.row_blocks  # type: ignore[attr-defined]
+    row_step(
+        p.view(rows, -1),
+        g.view(rows, -1),
+        m.view(rows, -1),
+        v.view(-1),
+        lr,
+        beta1,
+        beta2,
+        eps,
+        decay,
+        bc1,
+        bc2_sqrt,
+    )
+
+
+def _select(keep: list[int], *lists: Sequence[Any]) -> list[list[Any]]:
+    """Each list restricted to the positions in ``keep``."""
+    return [[xs[i] for i in keep] for xs in lists]
+
+
+def _update_exp_avgs(
+    exp_avgs: list[Tensor], grads: list[Tensor], weight: float, finite: list[Tensor] | None
+) -> None:
+    """``m <- lerp(m, g, weight)``, kept where ``finite`` is False. A low-precision ``m`` (bf16 for
+    fp32 grads) is updated without a full-size converted copy of ``g`` (compiled: the conversion
+    fuses into the update; eager: by chunks of rows)."""
+    if finite is not None:  # compiled only: the select fuses into the update
+        for m, g, ok in zip(exp_avgs, grads, finite):
+            m.copy_(torch.where(ok, torch.lerp(m, g.to(m.dtype), weight), m))
+    elif exp_avgs[0].dtype == grads[0].dtype:
+        torch._foreach_lerp_(exp_avgs, grads, weight)
+    elif torch.compiler.is_compiling():  # the conversion fuses into the update
+        torch._foreach_lerp_(exp_avgs, [g.to(m.dtype) for g, m in zip(grads, exp_avgs)], weight)
+    else:  # eager, m*(1-w) + w*g; a mixed-dtype add_ converts a whole tensor: go by chunks of rows
+        torch._foreach_mul_(exp_avgs, 1 - weight)
+        for m, g in zip(exp_avgs, grads):
+            for m_rows, g_rows in _row_chunks(m, g):
+                m_rows.add_(g_rows, alpha=weight)
+
+
+def _row_chunks(*tensors: Tensor, numel: int = 1 << 18) -> zip[tuple[Tensor, ...]]:
+    """The tensors (same shape) split along dim 0 into chunks of about ``numel`` elements, so that
+    an op converting dtypes allocates a small temporary per chunk, never a full-size one."""
+    shape = tensors[0].shape
+    if len(shape) == 0 or shape.numel() <= numel:
+        return zip(*((t,) for t in tensors))
+    rows = max(1, numel * shape[0] // shape.numel())
+    return zip(*(t.split(rows) for t in tensors))
 
 
 def _one_minus_power(beta: float, steps: list[Tensor]) -> list[Tensor]:

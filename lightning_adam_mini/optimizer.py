@@ -10,7 +10,7 @@ import numbers
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -20,8 +20,11 @@ from partitioners import PartitionPlan, PlanMismatchError
 
 from .binding import name_param_groups, resolve_plan
 from .blocks import BlockReduction, v_dtype
+from .compiled import compile_private, resolve_compile
 from .functional import adam_mini
+from .in_backward import InBackwardSteps
 from .owner import OwnerWatch
+from .row_kernel import resolve_fused
 from .sharded import build_reduction, local_tensor, new_exp_avg_sq
 
 ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
@@ -57,6 +60,23 @@ def decay_matrices(name: str, param: Tensor) -> bool:
     return param.ndim >= 2
 
 
+def check_step_options(compile: Any, nonfinite: Any, step_in_backward: Any, fused: Any = "auto") -> None:
+    """Raise ``ValueError`` naming the first invalid step option."""
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"AdamMini: compile must be True, False or 'auto', got {compile!r}")
+    if fused not in (True, False, "auto"):
+        raise ValueError(f"AdamMini: fused must be True, False or 'auto', got {fused!r}")
+    if nonfinite not in ("propagate", "skip"):
+        raise ValueError(f"AdamMini: nonfinite must be 'propagate' or 'skip', got {nonfinite!r}")
+    if step_in_backward not in (True, False):
+        raise ValueError(f"AdamMini: step_in_backward must be True or False, got {step_in_backward!r}")
+    if step_in_backward and compile is True:
+        raise ValueError(
+            "AdamMini: step_in_backward=True updates one parameter at a time from its gradient "
+            "hook and runs eagerly; drop compile=True"
+        )
+
+
 class AdamMini(Optimizer):
     r"""Adam-mini (Zhang et al., ICLR 2025): Adam's per-element first moment, one second moment
     per block of the parameter partition.
@@ -89,7 +109,27 @@ class AdamMini(Optimizer):
         exp_avg_dtype: dtype of the first moment ``m``; default: the parameter's dtype. Use
             ``torch.float32`` for fp32 state with low-precision params, ``torch.bfloat16`` to halve
             ``m`` for fp32 params. ``v`` is always fp32.
-        compile: run the update through ``torch.compile(fullgraph=True)``.
+        compile: run the update through ``torch.compile(fullgraph=True)`` (one compilation per
+            optimizer and param group, ~10-20 s on CPU). ``"auto"`` (default): compile when the
+            parameters number at least 100M and Inductor can build here (a C++ compiler on
+            CPU, Triton on CUDA), else run eagerly; never with ``step_in_backward``.
+        fused: the one-pass row kernel for the eager step (:mod:`.row_kernel`: each row reduced
+            and updated while in cache; built with the system's C++ compiler on first use and
+            cached). ``"auto"`` (default): for uncompiled CPU models of 10M+ parameters, when it
+            builds (else a warning and the foreach path); ``True``: always (error if it can't
+            build); ``False``: never.
+        nonfinite: ``"propagate"`` (default, as AdamW: a NaN/inf gradient element reaches the
+            state; here it makes its whole block's ``v`` non-finite at once) or ``"skip"``: a
+            parameter whose gradient has a NaN/inf is not updated that step (``p``, ``m``, ``v``
+            and its step count stay), counted in :attr:`nonfinite_skipped`. Compiled, the check
+            costs no host sync.
+        step_in_backward: update each parameter from its post-accumulate-grad hook the moment
+            its gradient is complete, and free the gradient at once, so gradients never all
+            exist together (exact: no block spans two parameters). Call ``step()`` once per
+            iteration as usual: it applies nothing more and marks the end of the iteration.
+            Incompatible with gradient accumulation (a second backward before ``step()`` raises)
+            and with clipping by the global gradient norm (each update happens before the other
+            gradients exist); per-parameter clipping may stand in. Not with ``compile=True``.
     """
 
     def __init__(
@@ -104,10 +144,14 @@ class AdamMini(Optimizer):
         example_inputs: tuple[Any, ...] | None = None,
         example_kwargs: dict[str, Any] | None = None,
         exp_avg_dtype: torch.dtype | None = None,
-        compile: bool = False,
+        compile: bool | Literal["auto"] = "auto",
+        fused: bool | Literal["auto"] = "auto",
+        nonfinite: str = "propagate",
+        step_in_backward: bool = False,
         decay_filter: Callable[[str, Tensor], bool] = decay_matrices,
     ) -> None:
         check_hyperparameters(lr, betas, eps, weight_decay)
+        check_step_options(compile, nonfinite, step_in_backward, fused)
         if not callable(decay_filter):
             raise TypeError(
                 f"AdamMini: decay_filter must be a callable (name, param) -> bool, got {decay_filter!r}"
@@ -125,7 +169,10 @@ class AdamMini(Optimizer):
         # lr stays as given here; add_param_group gives each group its own lr tensor.
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(groups, defaults)
-        self._update = torch.compile(adam_mini, fullgraph=True) if compile else adam_mini
+        all_params = [p for g in self.param_groups for p in g["params"]]
+        compile = resolve_compile(compile, all_params) and not step_in_backward
+        self._update = compile_private(adam_mini) if compile else adam_mini  # own Dynamo cache
+        self._row_step = resolve_fused(fused, all_params, compile)
         self._compiled = compile
         self._reductions: dict[str, BlockReduction] = {}
         self._owner_watch: OwnerWatch | None = None
@@ -133,6 +180,9 @@ class AdamMini(Optimizer):
         if self.plan is None:
             self._owner_watch = OwnerWatch(p for g in self.param_groups for p in g["params"])
             weakref.finalize(self, self._owner_watch.close)
+        self.nonfinite = nonfinite
+        self._nonfinite_skips: dict[torch.device, Tensor] = {}
+        self._in_backward = InBackwardSteps(self) if step_in_backward else None
 
     # ---- construction -------------------------------------------------------------------
     @staticmethod
@@ -201,6 +251,8 @@ class AdamMini(Optimizer):
                 raise TypeError("AdamMini param groups need names: give (name, param) pairs")
             self.plan.check_params(named, allow_extra=True)
         super().add_param_group(param_group)
+        if getattr(self, "_in_backward", None) is not None:
+            self._in_backward.hook_group(self.param_groups[-1])
 
     @property
     def is_bound(self) -> bool:
@@ -315,29 +367,49 @@ class AdamMini(Optimizer):
             exp_avg_sqs: list[Tensor] = []
             steps: list[Tensor] = []
             self._init_group(group, names, params, grads, exp_avgs, exp_avg_sqs, steps)
-            if not params:
-                continue  # no gradients in this group (an unused group, a skipped step): as AdamW
-            lr = group["lr"]
-            if isinstance(lr, Tensor) and not tensor_lr:
-                lr = lr.item()
-            elif not isinstance(lr, Tensor) and tensor_lr:
-                lr = torch.tensor(lr, dtype=torch.float64)
-            beta1, beta2 = group["betas"]
-            self._update(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                steps,
-                [self._reductions[n] for n in names],
-                [self._decays[n] for n in names],
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-            )
+            self._apply(group, names, params, grads, exp_avgs, exp_avg_sqs, steps, tensor_lr)
+        if self._in_backward is not None:
+            self._in_backward.end_iteration()
         return loss
+
+    @property
+    def nonfinite_skipped(self) -> int:
+        """How many parameter updates ``nonfinite="skip"`` has skipped so far (a host sync)."""
+        return int(sum(c.item() for c in self._nonfinite_skips.values()))
+
+    def _skip_counter(self, device: torch.device) -> Tensor:
+        counter = self._nonfinite_skips.get(device)
+        if counter is None:
+            counter = self._nonfinite_skips[device] = torch.zeros((), dtype=torch.int64, device=device)
+        return counter
+
+    def _apply(self, group, names, params, grads, exp_avgs, exp_avg_sqs, steps, tensor_lr: bool) -> None:
+        """The update of ``group``'s collected parameters (lists as filled by ``_init_group``)."""
+        if not params:  # no gradients in this group (or all updated in backward already)
+            return
+        lr = group["lr"]
+        if isinstance(lr, Tensor) and not tensor_lr:
+            lr = lr.item()
+        elif not isinstance(lr, Tensor) and tensor_lr:
+            lr = torch.tensor(lr, dtype=torch.float64)
+        beta1, beta2 = group["betas"]
+        skips = [self._skip_counter(p.device) for p in params] if self.nonfinite == "skip" else None
+        self._update(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+            [self._reductions[n] for n in names],
+            [self._decays[n] for n in names],
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            nonfinite_skips=skips,
+            **({"row_step": self._row_step} if self._row_step is not None else {}),
+        )
 
     # ---- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -91,33 +91,31 @@ class ShardedBlockReduction:
         """Per-block means (full ``v_shape``) from the all-rank per-row sums."""
         return self.base.group_rows(sums.div_(self.base.row_numel))
 
+    @classmethod
+    def mean_squares(
+        cls, reductions: Sequence[ShardedBlockReduction], grads: Sequence[Tensor]
+    ) -> list[Tensor]:
+        """Per-block means of ``grad**2`` (full ``v_shape``) from the local gradients: the ranks'
+        per-row sums are added with one ``all_reduce`` per process group and dtype, for all
+        parameters at once (the :class:`~.reduction.Reduction` protocol)."""
+        sums = [red.local_sums(g) for red, g in zip(reductions, grads)]
+        pending: dict[tuple[Any, torch.dtype], list[int]] = {}
+        for i, (red, s) in enumerate(zip(reductions, sums)):
+            pending.setdefault((red.group, s.dtype), []).append(i)
+        out: list[Tensor] = list(sums)
+        for (group, _), indices in pending.items():
+            flat = torch.cat([sums[i].flatten() for i in indices])
+            dist.all_reduce(flat, group=group)
+            for i, part in zip(indices, flat.split([sums[i].numel() for i in indices])):
+                out[i] = reductions[i].from_sums(part.view_as(sums[i]))
+        return out
+
     def expand(self, x: Tensor) -> Tensor:
         """Broadcast the full ``v``-shaped ``x`` over this rank's rows of the parameter."""
         full = self.base.expand(x)
         if 0 in self.base.reduce_dims:
             return full
         return full.narrow(0, self.offset, self.length)
-
-
-def block_mean_squares(
-    reductions: Sequence[BlockReduction | ShardedBlockReduction], grads: list[Tensor]
-) -> list[Tensor]:
-    """``[r.mean_square(g) ...]``, with the cross-rank sums of all sharded parameters done in one
-    ``all_reduce`` per process group (and dtype) instead of one per parameter."""
-    out: list[Tensor | None] = [None] * len(grads)
-    pending: dict[tuple[Any, torch.dtype], list[tuple[int, Tensor]]] = {}
-    for i, (red, g) in enumerate(zip(reductions, grads)):
-        if isinstance(red, ShardedBlockReduction):
-            sums = red.local_sums(g)
-            pending.setdefault((red.group, sums.dtype), []).append((i, sums))
-        else:
-            out[i] = red.mean_square(g)
-    for (group, _), items in pending.items():
-        flat = torch.cat([sums.flatten() for _, sums in items])
-        dist.all_reduce(flat, group=group)
-        for (i, sums), part in zip(items, flat.split([sums.numel() for _, sums in items])):
-            out[i] = reductions[i].from_sums(part.view_as(sums))  # type: ignore[union-attr]
-    return out  # type: ignore[return-value]
 
 
 def build_reduction(layout: BlockLayout, p: Tensor) -> BlockReduction | ShardedBlockReduction:

@@ -125,6 +125,8 @@ class AdamMiniCallback(Callback):
         for i, opt in enumerate(adam_minis):
             prefix = "adam_mini" if len(adam_minis) == 1 else f"adam_mini_{i}"
             metrics.update(step_size_stats(opt, prefix=prefix))
+            if opt.nonfinite == "skip":  # one host sync, at logging time only
+                metrics[f"{prefix}/skipped_nonfinite"] = float(opt.nonfinite_skipped)
         if metrics:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)

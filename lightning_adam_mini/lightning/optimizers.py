@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from partitioners import PartitionPlan
 
+from ..in_backward import check_trainer
 from ..optimizer import AdamMini
 from .callback import AdamMiniCallback
 from .conventions import as_call_args, check_strategy, example_input_of, trainer_of
@@ -87,6 +88,8 @@ def adam_mini_optimizers(
     strategy = trainer.strategy if trainer is not None else None
     if strategy is not None:
         check_strategy(strategy)
+        if strategy is not None and adam_mini_kwargs.get("step_in_backward"):
+            check_trainer(trainer)
     params = [p for p in module.parameters() if p.requires_grad]
     if optimizer is not None:
         opt = optimizer(params)

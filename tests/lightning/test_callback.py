@@ -207,3 +207,24 @@ def test_log_every_n_steps_option_overrides_the_trainer():
     assert [s for s, _ in logger.with_prefix("adam_mini/")] == [3, 6]
     with pytest.raises(ValueError, match="log_every_n_steps must be >= 1, got 0"):
         AdamMiniCallback(log_every_n_steps=0)
+
+
+class NaNGradAtEvenBatches(LitGPT):
+    """Puts one NaN into the query weight's gradient on batches 0 and 2."""
+
+    def on_after_backward(self) -> None:
+        if self.trainer.global_step in (0, 2):
+            grad = self.model.layers[0].self_attn.q_proj.weight.grad
+            grad[0, 0] = float("nan")
+
+
+def test_skipped_nonfinite_updates_are_logged():
+    logger = MemoryLogger()
+    module = NaNGradAtEvenBatches(optimizer_kwargs={"nonfinite": "skip"})
+    q = module.model.layers[0].self_attn.q_proj.weight
+    trainer(max_steps=4, logger=logger, log_every_n_steps=2, callbacks=[AdamMiniCallback(show=False)]).fit(
+        module
+    )
+    logged = [(s, m["adam_mini/skipped_nonfinite"]) for s, m in logger.with_prefix("adam_mini/skipped")]
+    assert logged == [(2, 1.0), (4, 2.0)]  # one skipped update per poisoned batch, counted
+    assert torch.isfinite(q).all()

@@ -1,13 +1,16 @@
 """Block math against a naive reference: explicit block ids per element, per-block loops."""
 
 import itertools
+import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lightning_adam_mini import AdamMini
 from lightning_adam_mini.blocks import BlockReduction
+from lightning_adam_mini.stats import step_size_stats
 from partitioners import BlockLayout, PartitionPlan, PlanEntry, Segment
 
 
@@ -105,3 +108,33 @@ def test_three_steps_match_naive_reference(layout_shape, seed):
         opt.step()
         ref_p, ref_m = naive_adam_mini(ref_p, g.double(), ref_m, ref_v, t, ids, lr, b1, b2, eps, wd)
     torch.testing.assert_close(p.detach().double(), ref_p, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape", "compile"),
+    [
+        (BlockLayout.tensor(), (0,), False),
+        (BlockLayout.rows(0), (3, 0), False),  # three rows of no elements
+        (BlockLayout.rows(0), (3, 0), True),
+        (BlockLayout.rows(0), (0, 4), False),  # no rows
+        (BlockLayout.rows(1), (0, 2), False),
+        (BlockLayout.element(), (0, 5), False),
+    ],
+)
+def test_zero_size_parameter_keeps_v_zero_and_leaves_others_alone(layout, shape, compile):
+    """A block without elements has mean square 0 (not 0/0 = NaN); its neighbour steps normally."""
+    plan = PartitionPlan(
+        {
+            "empty": PlanEntry(shape, "linear", layout),
+            "w": PlanEntry((2, 2), "linear", BlockLayout.tensor()),
+        }
+    )
+    empty, w = torch.nn.Parameter(torch.zeros(shape)), torch.nn.Parameter(torch.ones(2, 2))
+    opt = AdamMini([("empty", empty), ("w", w)], partition=plan, lr=0.1, compile=compile)
+    empty.grad, w.grad = torch.zeros(shape), torch.full((2, 2), 3.0)
+    opt.step()
+    v = opt.state[empty]["exp_avg_sq"]
+    assert not v.isnan().any(), v
+    assert torch.equal(v, torch.zeros_like(v))
+    torch.testing.assert_close(w.detach(), torch.full((2, 2), 0.9), rtol=0, atol=1e-6)
+    assert all(math.isfinite(x) for x in step_size_stats(opt).values())

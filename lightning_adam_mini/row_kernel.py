@@ -1,0 +1,71 @@
+"""The one-pass row kernel (``csrc/row_step.cpp``): built on first use, cached, optional.
+
+Adam-mini needs a block's mean of ``g**2`` before it can update the block. A foreach step reads
+``g`` twice (the reduction, then the update: 6 memory streams per element); this kernel reduces
+each row and updates it while the row is still in cache (5 streams: read ``p, g, m``, write
+``p, m``), against fused AdamW's 7. It serves parameters whose blocks are runs of whole rows
+along dim 0 (embeddings, output heads, linear layers per output neuron, attention heads, whole
+tensors) with fp32 ``p`` and ``g`` and an fp32 or bf16 ``m`` on CPU; everything else takes the
+foreach path.
+
+Nothing is needed at install: the C++ source is compiled with ``torch.utils.cpp_extension.load``
+the first time it is used (about a minute; cached in ``~/.cache/torch_extensions`` for later
+runs). Without a working compiler the optimizer warns once and runs the foreach path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+# Below this many parameters ``fused="auto"`` keeps the foreach path: not worth a first-time build.
+AUTO_FUSED_MIN_PARAMS = 10_000_000
+
+RowStep = Callable[..., None]
+_SOURCE = Path(__file__).parent / "csrc" / "row_step.cpp"
+_loaded: list[RowStep | None] = []  # [] until the first attempt, then [op] or [None]
+
+
+def row_step_op() -> RowStep | None:
+    """``torch.ops.lightning_adam_mini.row_step_``, building it on first call; None if it can't be."""
+    if not _loaded:
+        try:
+            from torch.utils.cpp_extension import load
+
+            load(
+                name="lightning_adam_mini_row_step",
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                is_python_module=False,
+            )
+            _loaded.append(torch.ops.lightning_adam_mini.row_step_)
+        except Exception as error:  # no compiler, no ninja, a failed build: run without it
+            warnings.warn(
+                f"AdamMini: the one-pass row kernel could not be built ({type(error).__name__}: "
+                f"{str(error)[:200]}); using the foreach step (slower, same result)",
+                stacklevel=3,
+            )
+            _loaded.append(None)
+    return _loaded[0]
+
+
+def resolve_fused(fused: bool | str, params: list[torch.Tensor], compiled: bool) -> RowStep | None:
+    """The kernel to use eagerly, or None: ``"auto"`` uses it for CPU models of 10M+ parameters
+    that are not compiled; ``True`` requires it (``RuntimeError`` if it cannot be built)."""
+    if fused is False or compiled:
+        return None
+    if fused == "auto":
+        cpu = [p for p in params if p.device.type == "cpu"]
+        if sum(p.numel() for p in cpu) < AUTO_FUSED_MIN_PARAMS:
+            return None
+        return row_step_op()
+    op = row_step_op()
+    if op is None:
+        raise RuntimeError(
+            "AdamMini(fused=True): the one-pass row kernel could not be built here (see the warning "
+            "above); install a C++ compiler and ninja, or use fused='auto'"
+        )
+    return op
