@@ -23,24 +23,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .graph_roles import Decision, graph_decisions
+from .graph_roles import graph_decisions
 from .layout import BlockLayout
 from .names import name_partition
 from .overrides import RuleLike, apply_overrides
-from .plan import PartitionPlan, PlanEntry
+from .plan import Decision, PartitionPlan, PlanEntry, load_plan
 from .structure import structure_decisions
 from .trace import TraceError, trace
 
 
 class PartitionWarning(UserWarning):
     """Some parameters were not decided by the operator graph."""
-
-
-def load_plan(plan: PartitionPlan | str | Path) -> PartitionPlan:
-    """A plan object as is, or read from a YAML file path."""
-    if isinstance(plan, PartitionPlan):
-        return plan
-    return PartitionPlan.from_yaml(Path(plan).read_text())
 
 
 def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
@@ -60,7 +53,7 @@ def _graph_pass(
         traced = trace(model, example_inputs, example_kwargs, collapse)
     except TraceError as err:
         return {}, str(err)
-    decisions, _ = graph_decisions(traced.graph, traced.params, traced.shapes)
+    decisions = graph_decisions(traced.graph, traced.params, traced.shapes)
     out = {}
     for name, _p in model.named_parameters():
         key = traced.rename(name)

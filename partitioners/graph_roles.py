@@ -1,16 +1,20 @@
 """Roles and layouts of parameters, read from the operators that consume them.
 
 Each parameter placeholder is followed through the views a forward takes of a weight (``t``,
-``transpose``, ``permute``, ``select``/indexing of an expert, casts), keeping track of which
-parameter axis each view axis is. The consuming op then says what the parameter is:
+``mT``, ``transpose``, ``permute``, ``select``/indexing of an expert, casts, unary maths) and the
+slices that cut a packed weight into its projections (``split``, ``chunk``, ``slice``), keeping
+track of which parameter axis each view axis is and which rows each slice holds. The consuming op
+then says what the parameter is:
 
-* ``embedding``                              -> table, rows along its dim 0
-* ``linear``/``mm``/``addmm``/``matmul``/``bmm``/``einsum``/grouped mm -> projection; its
-  output-neuron axis is the axis that indexes the op's outputs (dim 1 for ``x @ W``); a 3-D
-  weight with an expert axis is an expert weight
-* ``convolution``                            -> conv, output channels
-* norm weight, or a 1-D factor of a ``mul``  -> norm scale;  norm/linear/conv bias, or a 1-D
-  addend                                     -> bias
+* ``embedding``                               -> table, rows along its dim 0
+* ``linear``/``mm``/``matmul``/``bmm``/``einsum``/grouped mm -> projection; its output-neuron axis
+  is the axis that indexes the op's outputs (dim 1 for ``x @ W``); a weight with an expert axis
+  is an expert weight
+* ``convolution``                             -> conv
+* norm weight, or a factor with one non-1 axis -> norm scale;  norm/linear/conv bias, or an addend
+  with one non-1 axis (or an expert axis after a batched matmul) -> bias
+* an addend indexed along a sequence axis     -> position table, one block per row
+* a single value, or a tensor concatenated to a sequence (class token, sink logits) -> one block
 
 Projections are then followed with :func:`~partitioners.row_flow.trace_rows` to attention inputs
 (query/key heads, value rows) and to the model output (output head); a projection fed by an
@@ -20,80 +24,44 @@ attention output is the attention output projection.
 from __future__ import annotations
 
 import itertools
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 
 from torch import fx
 
+from .attention import AttentionSite, attention_sites
 from .layout import BlockLayout, Segment
-from .row_flow import (
+from .ops import (
+    BATCHED_PROJECTION_OPS,
+    CONV_OPS,
+    EMBEDDING_OPS,
     IDENTITY_OPS,
-    AttentionSite,
-    RowTargets,
-    attention_fed,
-    attention_sites,
+    NORM_OPS,
+    SCALAR_ARITH,
+    WEIGHT_SLICES,
+    WEIGHT_VIEWS,
     op_name,
     shape_of,
-    trace_rows,
 )
+from .plan import CONV_LAYOUT, Decision
+from .row_flow import RowTargets, attention_fed, trace_rows
 
-#: Convolution weights: one block per output channel ("rows") or per tensor ("tensor").
-#: "tensor" trained at least as well in benchmarks/conv_blocks.py (figures in the README).
-CONV_BLOCKS = "tensor"
-
-
-def conv_layout(out_axis: int) -> BlockLayout:
-    """The layout of a convolution weight whose output channels run along ``out_axis``."""
-    return BlockLayout.rows(out_axis) if CONV_BLOCKS == "rows" else BlockLayout.tensor()
-
-
-NORM_OPS = {  # op -> (weight arg index, bias arg index)
-    "layer_norm": (2, 3),
-    "native_layer_norm": (2, 3),
-    "rms_norm": (2, None),
-    "group_norm": (2, 3),
-    "native_group_norm": (1, 2),
-    "batch_norm": (1, 2),
-    "native_batch_norm": (1, 2),
-    "_native_batch_norm_legit": (1, 2),
-    "_native_batch_norm_legit_functional": (1, 2),
-    "_native_batch_norm_legit_no_training": (1, 2),
-    "instance_norm": (1, 2),
-}
-CONV_OPS = {
-    "convolution",
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "_convolution",
-}
-#: views of a weight that move or drop axes; the mapping is read from the shapes
-_WEIGHT_VIEWS = {
-    "t",
-    "transpose",
-    "permute",
-    "numpy_T",
-    "select",
-    "index",
-    "unsqueeze",
-    "squeeze",
-    "expand",
-    "view",
-    "reshape",
-    "getitem",
-}
-_SCALAR_ARITH = {"add", "sub", "mul", "div", "rsub"}
+#: elementwise maths on a weight that keep its axes (a learned scalar's ``exp``, a gate's ``tanh``)
+_UNARY = frozenset(
+    {"tanh", "sigmoid", "exp", "softplus", "neg", "abs", "log", "sqrt", "rsqrt", "pow", "clamp"}
+)
+_Window = tuple[int, int, int]  # (parameter axis, first row, end row) of a slice
 
 
 @dataclass(frozen=True)
 class Use:
     """How one op consumes a parameter.
 
-    ``kind``: embedding | project | conv | scale | shift | unknown. For projections and tables,
-    ``axis`` is the parameter axis indexing the op's outputs, ``batch_axes`` the expert axes, and
-    ``node``/``out_dim`` the op output and its feature dimension.
+    ``kind``: embedding | project | conv | scale | shift | table | token | unknown. For
+    projections and tables, ``axis`` is the parameter axis indexing the op's outputs,
+    ``batch_axes`` the expert axes, ``node``/``out_dim`` the op output and its feature dimension,
+    and ``rows`` the slice of the parameter along ``axis`` the op reads (``None``: all of it).
     """
 
     kind: str
@@ -102,12 +70,7 @@ class Use:
     node: fx.Node | None = None
     out_dim: int = -1
     input: fx.Node | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    role: str
-    layout: BlockLayout
+    rows: tuple[int, int] | None = None
 
 
 # ---- following a weight to its consumers -----------------------------------------------------
@@ -117,6 +80,8 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
     nd = len(axes)
     if name in ("t", "numpy_T"):
         return axes[::-1]
+    if name == "mT":
+        return [*axes[:-2], axes[-1], axes[-2]]
     if name == "transpose":
         out = list(axes)
         a, b = args[1] % nd, args[2] % nd
@@ -142,6 +107,55 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
     return None
 
 
+def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int, int]]):
+    """For a slicing op on a weight view: (output node, axes, windows) of each piece, or ``None``."""
+    name, args = op_name(node), node.args
+    nd = len(axes)
+    in_shape = shape_of(args[0])
+    if in_shape is None:
+        return None
+    if name in ("slice", "narrow"):
+        dim = args[1] % nd if len(args) > 1 else 0
+        size = in_shape[dim]
+        if name == "narrow":
+            start, stop = args[2], args[2] + args[3]
+        else:
+            start = args[2] if len(args) > 2 and args[2] is not None else 0
+            stop = args[3] if len(args) > 3 and args[3] is not None else size
+            if len(args) > 4 and args[4] != 1:
+                return None
+        if not all(isinstance(v, int) for v in (start, stop)):
+            return None
+        start, stop = (max(0, min(size, v if v >= 0 else v + size)) for v in (start, stop))
+        pieces = [(node, start, stop, axes)]
+    else:  # split / split_with_sizes / chunk / unbind: a list, read by getitem
+        dim = (args[2] if name in ("split", "split_with_sizes") and len(args) > 2 else 0) % nd
+        if name == "chunk":
+            dim = (args[2] if len(args) > 2 else 0) % nd
+        if name == "unbind":
+            dim = (args[1] if len(args) > 1 else 0) % nd
+        vals = node.meta.get("val")
+        if not isinstance(vals, (list, tuple)):
+            return None
+        sizes = [1 if name == "unbind" else int(v.shape[dim]) for v in vals]
+        starts = [0, *itertools.accumulate(sizes)]
+        kept = [a for i, a in enumerate(axes) if i != dim] if name == "unbind" else axes
+        pieces = []
+        for user in node.users:
+            if op_name(user) == "getitem" and isinstance(user.args[1], int):
+                i = user.args[1]
+                pieces.append((user, starts[i], starts[i + 1], kept))
+    out = []
+    axis = axes[dim]
+    for piece, start, stop, piece_axes in pieces:
+        new = dict(windows)
+        if axis is not None:
+            first = new.get(axis, (0, 0))[0]
+            new[axis] = (first + start, first + stop)
+        out.append((piece, piece_axes, new))
+    return out
+
+
 def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:
     equation = node.args[0].replace(" ", "")
     inputs, output = equation.split("->")
@@ -165,40 +179,65 @@ def _matmul_use(node: fx.Node, pos: int, axes: list[int | None], first: int) -> 
     return Use("project", axis, batch, node, out_dim, other if isinstance(other, fx.Node) else None)
 
 
-def _consumer_use(node: fx.Node, pos: int, axes: list[int | None], ndim: int) -> Use:
-    name = op_name(node)
-    if name in ("embedding", "embedding_bag", "_embedding_bag"):
+def _from_batched_projection(node: fx.Node) -> bool:
+    """``node`` is (a view of) the output of a matmul with an expert axis."""
+    for _ in range(6):
+        name = op_name(node)
+        if name in BATCHED_PROJECTION_OPS:
+            return True
+        if not (name in WEIGHT_VIEWS or name in IDENTITY_OPS) or not isinstance(node.args[0], fx.Node):
+            return False
+        node = node.args[0]
+    return False
+
+
+def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[int | None], shape: tuple[int, ...]) -> Use:
+    """A weight view multiplied with or added to an activation."""
+    live = [(i, a) for i, a in enumerate(axes) if a is not None and shape[a] > 1]
+    name = op_name(user)
+    if len(live) <= 1:  # broadcast over everything but one axis: a scale or a bias
+        return Use("scale") if name in ("mul", "div") else Use("shift")
+    if name not in ("add", "sub"):
+        return Use("unknown")
+    other = next((a for a in user.args if isinstance(a, fx.Node) and a is not node), None)
+    if other is not None and _from_batched_projection(other):
+        return Use("shift")  # a per-expert bias (n_experts, out)
+    return Use("table", live[0][1])  # a position table: rows along its first non-feature axis
+
+
+def _consumer_use(
+    node: fx.Node, user: fx.Node, pos: int, axes: list[int | None], shape: tuple[int, ...]
+) -> Use:
+    name = op_name(user)
+    if name in EMBEDDING_OPS:
         return Use("embedding", axes[0]) if pos == 0 else Use("unknown")
     if name == "linear":
         if pos == 1:
             return Use(
-                "project", axes[0], tuple(a for a in axes[1:-1] if a is not None), node, -1, node.args[0]
+                "project", axes[0], tuple(a for a in axes[1:-1] if a is not None), user, -1, user.args[0]
             )
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
-        return _matmul_use(node, pos, axes, 0)
+        return _matmul_use(user, pos, axes, 0)
     if name in ("addmm", "baddbmm", "addbmm"):
-        return Use("shift") if pos == 0 else _matmul_use(node, pos, axes, 1)
+        return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1)
     if name == "einsum":
-        return _einsum_use(node, pos - 1, axes) if pos >= 1 else Use("unknown")
+        return _einsum_use(user, pos - 1, axes) if pos >= 1 else Use("unknown")
     if "grouped_mm" in name:
         if pos == 1:
             return Use(
-                "project", axes[-1], tuple(a for a in axes[:1] if a is not None), node, -1, node.args[0]
+                "project", axes[-1], tuple(a for a in axes[:1] if a is not None), user, -1, user.args[0]
             )
         return Use("unknown")
     if name in CONV_OPS:
-        if pos == 2:
-            return Use("shift")
-        transposed = "transpose" in name or (name in ("convolution", "_convolution") and bool(node.args[6]))
-        return Use("conv", axes[1 if transposed else 0]) if pos == 1 else Use("unknown")
+        return Use("shift") if pos == 2 else Use("conv") if pos == 1 else Use("unknown")
     if name in NORM_OPS:
         weight, bias = NORM_OPS[name]
         return Use("scale") if pos == weight else Use("shift") if pos == bias else Use("unknown")
-    if name in ("mul", "div") and ndim == 1:
-        return Use("scale")
-    if name in ("add", "sub") and ndim == 1:
-        return Use("shift")
+    if name in ("mul", "div", "add", "sub"):
+        return _elementwise_use(user, node, axes, shape)
+    if name in ("where", "masked_scatter"):  # a learned token put where a mask says
+        return Use("token")
     return Use("unknown")
 
 
@@ -211,32 +250,44 @@ def _position(user: fx.Node, node: fx.Node) -> int:
     return -1
 
 
-def parameter_uses(placeholder: fx.Node, ndim: int) -> list[Use]:
-    """Every consumer of a parameter, seen through the views taken of it."""
+def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
+    """Every consumer of a parameter, seen through the views and slices taken of it."""
     uses: list[Use] = []
-    stack: list[tuple[fx.Node, list[int | None]]] = [(placeholder, list(range(ndim)))]
+    Item = tuple[fx.Node, list[int | None], dict[int, tuple[int, int]]]
+    stack: list[Item] = [(placeholder, list(range(len(shape))), {})]
     while stack:
-        node, axes = stack.pop()
+        node, axes, windows = stack.pop()
         for user in node.users:
             name = op_name(user)
             if name == "_assert_tensor_metadata":
                 continue
             pos = _position(user, node)
-            scalar_arith = name in _SCALAR_ARITH and not any(
-                isinstance(a, fx.Node) and a is not node for a in user.args
-            )
-            if name in IDENTITY_OPS or name in ("contiguous", "clone") or scalar_arith:
-                stack.append((user, axes))
-            elif name in _WEIGHT_VIEWS and pos == 0:
+            others = [a for a in user.args if isinstance(a, fx.Node) and a is not node]
+            if (
+                name in IDENTITY_OPS
+                or name in ("contiguous", "clone")
+                or (name in SCALAR_ARITH | _UNARY and not others)
+            ):
+                stack.append((user, axes, windows))
+            elif name in WEIGHT_SLICES and pos == 0:
+                pieces = _slices(user, axes, windows)
+                if pieces is None:
+                    uses.append(Use("unknown"))
+                else:
+                    stack.extend(pieces)
+            elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)
                 if moved is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.append((user, moved))
-            elif pos < 0:  # inside a list argument (cat, index)
-                uses.append(Use("unknown"))
+                    stack.append((user, moved, windows))
+            elif pos < 0:  # inside a list argument: cat (a token, sink logits), index
+                uses.append(Use("token" if name == "cat" else "unknown"))
             else:
-                uses.append(_consumer_use(user, pos, axes, ndim))
+                use = _consumer_use(node, user, pos, axes, shape)
+                if use.axis is not None and use.axis in windows:
+                    use = Use(**{**use.__dict__, "rows": windows[use.axis]})
+                uses.append(use)
     return uses
 
 
@@ -260,7 +311,31 @@ def _periodic(segments: list[Segment]) -> tuple[list[Segment], int]:
     return segments, 1
 
 
-def projection_layout(targets: RowTargets, n_rows: int, axis: int) -> tuple[str, BlockLayout] | None:
+def _merge_runs(pieces: list[Segment]) -> list[Segment]:
+    out: list[Segment] = []
+    for seg in pieces:
+        last = out[-1] if out else None
+        if last is not None and last.block == seg.block and last.label == seg.label:
+            out[-1] = Segment(last.length + seg.length, seg.block, seg.label)
+        else:
+            out.append(seg)
+    return out
+
+
+_LABELS = {"query": "q", "key": "k", "value": "v"}
+_ROLES = {v: k for k, v in _LABELS.items()}
+
+
+def _segments_layout(pieces: list[Segment], axis: int) -> Decision:
+    """One layout for row segments: one role when all segments agree, else fused ``qkv``."""
+    segments, repeat = _periodic(_merge_runs(pieces))
+    if len(segments) == 1 and repeat == 1:
+        seg = segments[0]
+        return Decision(_ROLES.get(seg.label, "linear"), BlockLayout.rows(axis, group=seg.block))
+    return Decision("qkv", BlockLayout.segmented(segments, axis=axis, repeat=repeat))
+
+
+def projection_layout(targets: RowTargets, n_rows: int, axis: int) -> Decision | None:
     """Role and layout of a projection's rows from where they go; ``None`` if heads overlap."""
     if not (targets.query_heads or targets.key_heads or targets.value_rows):
         return None  # not attention
@@ -278,33 +353,81 @@ def projection_layout(targets: RowTargets, n_rows: int, axis: int) -> tuple[str,
         size, label = heads.get(row, (1, "v" if row in targets.value_rows else ""))
         if row + size > n_rows:
             return None
-        last = pieces[-1] if pieces else None
-        if last is not None and last.block == size and last.label == label:
-            pieces[-1] = Segment(last.length + size, size, label)
-        else:
-            pieces.append(Segment(size, size, label))
+        pieces.append(Segment(size, size, label))
         row += size
-    kinds = {s.label for s in pieces}
-    if kinds <= {""}:
+    if {s.label for s in pieces} <= {""}:
         return None  # not attention
-    segments, repeat = _periodic(pieces)
-    if len(segments) == 1 and repeat == 1:
-        seg = segments[0]
-        role = {"q": "query", "k": "key", "v": "value"}.get(seg.label, "linear")
-        return role, BlockLayout.rows(axis, group=seg.block)
-    return "qkv", BlockLayout.segmented(segments, axis=axis, repeat=repeat)
+    return _segments_layout(pieces, axis)
 
 
-def decide(
-    uses: list[Use],
-    shape: tuple[int, ...],
-    sites: list[AttentionSite],
-    fed: set[fx.Node],
-    output: fx.Node,
-) -> Decision | None:
+@dataclass
+class GraphContext:
+    """What every projection's decision looks up: attention sites, their outputs, the output."""
+
+    sites: list[AttentionSite]
+    fed: set[fx.Node]
+    output: fx.Node
+
+
+def _projection(use: Use, n_rows: int, axis: int, ctx: GraphContext) -> Decision | None:
+    targets = (
+        trace_rows(use.node, use.out_dim, ctx.sites, ctx.output) if use.node is not None else RowTargets()
+    )
+    found = projection_layout(targets, n_rows, axis)
+    if found is not None:
+        return found
+    if targets.query_heads or targets.key_heads:
+        return None  # heads that aren't runs of rows: can't express them
+    if targets.reaches_output:
+        return Decision("output", BlockLayout.rows(axis))
+    if use.input is not None and use.input in ctx.fed:
+        return Decision("attn_out", BlockLayout.rows(axis))
+    return Decision("linear", BlockLayout.rows(axis))
+
+
+def _as_segments(decision: Decision, n_rows: int) -> list[Segment]:
+    layout = decision.layout
+    if layout.segments:
+        return list(layout.segments) * layout.repeat
+    return [Segment(n_rows, layout.group, _LABELS.get(decision.role, ""))]
+
+
+def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:
+    """A weight read by projections, whole or in row slices (a packed ``in_proj`` split)."""
+    placements = {(u.axis, u.batch_axes) for u in uses}
+    if len(placements) != 1 or None in next(iter(placements)):
+        return None
+    axis, batch = placements.pop()
+    if batch:
+        return Decision("expert", BlockLayout.rows(axis, batch_axes=batch))
+    by_rows: dict[tuple[int, int], set[Decision]] = defaultdict(set)
+    for use in uses:
+        start, stop = use.rows or (0, shape[axis])
+        decision = _projection(use, stop - start, axis, ctx)
+        if decision is None:
+            return None
+        by_rows[(start, stop)].add(decision)
+    if any(len(found) != 1 for found in by_rows.values()):
+        return None
+    if len(by_rows) == 1 and next(iter(by_rows)) == (0, shape[axis]):
+        return next(iter(by_rows[(0, shape[axis])]))
+    pieces, row = [], 0
+    for (start, stop), found in sorted(by_rows.items()):
+        if start != row:
+            return None  # slices that overlap or leave rows out
+        pieces += _as_segments(next(iter(found)), stop - start)
+        row = stop
+    return _segments_layout(pieces, axis) if row == shape[axis] else None
+
+
+def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:
     """The role and layout the uses imply; ``None`` when the graph doesn't explain them."""
     kinds = {u.kind for u in uses}
-    if not uses or "unknown" in kinds:
+    if not uses:
+        return None
+    if math.prod(shape) == 1:
+        return Decision("scalar", BlockLayout.tensor())
+    if "unknown" in kinds:
         return None
     if "embedding" in kinds and kinds <= {"embedding", "project"}:
         axes = {u.axis for u in uses}
@@ -313,68 +436,33 @@ def decide(
             if len(axes) == 1 and None not in axes
             else None
         )
+    if kinds == {"table"}:
+        axes = {u.axis for u in uses}
+        return Decision("position", BlockLayout.rows(axes.pop())) if len(axes) == 1 else None
+    if kinds == {"token"}:
+        return Decision("token", BlockLayout.tensor())
     if kinds == {"scale"}:
         return Decision("norm", BlockLayout.tensor())
     if kinds == {"shift"}:
         return Decision("bias", BlockLayout.element())
     if kinds == {"conv"}:
-        axes = {u.axis for u in uses}
-        if len(axes) != 1 or None in axes:
-            return None
-        return Decision("conv", conv_layout(axes.pop()))
+        return Decision("conv", CONV_LAYOUT)
     if kinds != {"project"}:
         return None
-    placements = {(u.axis, u.batch_axes) for u in uses}
-    if len(placements) != 1 or None in next(iter(placements)):
-        return None
-    axis, batch = placements.pop()
-    if batch:
-        return Decision("expert", BlockLayout.rows(axis, batch_axes=batch))
-    decisions = set()
-    for use in uses:
-        targets = trace_rows(use.node, use.out_dim, sites, output)
-        found = projection_layout(targets, shape[axis], axis)
-        if found is not None:
-            decisions.add(found)
-        elif targets.query_heads or targets.key_heads:
-            return None  # heads that aren't runs of rows: can't express them
-        elif targets.reaches_output:
-            decisions.add(("output", BlockLayout.rows(axis)))
-        elif use.input is not None and use.input in fed:
-            decisions.add(("attn_out", BlockLayout.rows(axis)))
-        else:
-            decisions.add(("linear", BlockLayout.rows(axis)))
-    if len(decisions) != 1:
-        return None
-    return Decision(*decisions.pop())
+    return _projections(uses, shape, ctx)
 
 
 def graph_decisions(
     graph: fx.Graph, params: dict[fx.Node, str], shapes: dict[str, tuple[int, ...]]
-) -> tuple[dict[str, Decision | None], set[str]]:
-    """Decisions for every parameter placeholder; also the names the graph never uses."""
+) -> dict[str, Decision | None]:
+    """Decisions for every parameter the graph uses (``None``: used in a way it can't explain)."""
     sites = attention_sites(graph)
-    fed = attention_fed(sites)
-    output = next(n for n in graph.nodes if n.op == "output")
+    ctx = GraphContext(sites, attention_fed(sites), next(n for n in graph.nodes if n.op == "output"))
     decisions: dict[str, Decision | None] = {}
-    unused: set[str] = set()
     for node, name in params.items():
         if name not in shapes:
             continue
-        uses = parameter_uses(node, len(shapes[name]))
-        if not uses:
-            unused.add(name)
-            continue
-        decisions[name] = decide(uses, shapes[name], sites, fed, output)
-    return decisions, unused
-
-
-__all__ = [
-    "CONV_BLOCKS",
-    "Decision",
-    "Use",
-    "conv_layout",
-    "graph_decisions",
-    "parameter_uses",
-    "projection_layout",
-]
+        uses = parameter_uses(node, shapes[name])
+        if uses:
+            decisions[name] = decide(uses, shapes[name], ctx)
+    return decisions

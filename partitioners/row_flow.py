@@ -1,11 +1,13 @@
 """Follow a projection's output rows through data movement to attention inputs.
 
 The projection's output is replaced by an *index* tensor: every element holds the number of the
-weight row that produced it. The graph's data-movement ops (view, reshape, transpose, permute,
-split, chunk, unbind, select, slice, cat, expand, rotary's ``x*cos + rotate_half(x)*sin``...) are
-re-run on that tensor, so at an attention input ``(..., heads, T, head_dim)`` each head's slice
-holds exactly the rows that feed that head. Elementwise ops with an unlabelled operand keep the
-labels; when two labelled tensors meet (rotary), the rows they pair are merged into one group.
+weight row that produced it (-1: no row). The graph's data-movement ops (:data:`~.ops.MOVE_OPS`:
+views, splits, slices, cat, expand, repeat...), writes into fresh tensors (``new_empty`` then
+``copy_`` into slices, ``slice_scatter``), complex views and rotary's ``x*cos + rotate_half(x)*sin``
+are re-run on that tensor, so at an attention input each head's slice holds exactly the rows that
+feed that head. Elementwise ops with an unlabelled operand keep the labels; when two labelled
+tensors meet (rotary, a complex pair), the rows they pair are merged into one group. An op that
+can't be re-run (a symbolic size, a data-dependent index) ends the flow there.
 """
 
 from __future__ import annotations
@@ -13,192 +15,30 @@ from __future__ import annotations
 import heapq
 import operator
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+from .attention import AttentionSite
+from .ops import (
+    COMPLEX_OPS,
+    CREATION_OPS,
+    ELEMENTWISE_OPS,
+    IDENTITY_OPS,
+    INPLACE_WRITE_OPS,
+    MOVE_OPS,
+    SCATTER_OPS,
+    op_name,
+    shape_of,
+)
 
 #: label tensors larger than this are not materialized (the flow stops there)
 MAX_LABELS = 1 << 26
 
-#: run on the label tensor as they are
-MOVE_OPS = frozenset(
-    {
-        "view",
-        "reshape",
-        "_unsafe_view",
-        "transpose",
-        "t",
-        "permute",
-        "unsqueeze",
-        "squeeze",
-        "expand",
-        "slice",
-        "select",
-        "split",
-        "split_with_sizes",
-        "chunk",
-        "unbind",
-        "narrow",
-        "unflatten",
-        "flatten",
-        "movedim",
-        "repeat",
-        "repeat_interleave",
-        "numpy_T",
-        "view_as",
-        "expand_as",
-        "getitem",
-        "contiguous",
-        "clone",
-    }
-)
-#: return their (first) input's labels
-IDENTITY_OPS = frozenset(
-    {
-        "alias",
-        "detach",
-        "detach_",
-        "to",
-        "_to_copy",
-        "type_as",
-        "dropout",
-        "lift_fresh_copy",
-        "_to_dim_order_copy",
-        "feature_dropout",
-        "native_dropout",
-    }
-)
-#: elementwise: labels broadcast from the labelled operands
-ELEMENTWISE_OPS = frozenset(
-    {
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "neg",
-        "add_",
-        "mul_",
-        "div_",
-        "sub_",
-        "rsub",
-    }
-)
-MATMUL_OPS = frozenset({"matmul", "bmm", "baddbmm"})
-SOFTMAX_OPS = frozenset({"softmax", "_softmax", "_safe_softmax", "log_softmax"})
-#: ops between q@k^T and softmax, and between softmax and @v (scale, mask, dropout, casts)
-SCORE_OPS = (
-    IDENTITY_OPS
-    | ELEMENTWISE_OPS
-    | frozenset(
-        {
-            "masked_fill",
-            "where",
-            "clamp",
-            "tanh",
-            "view",
-            "reshape",
-            "_unsafe_view",
-            "contiguous",
-            "expand",
-            "clone",
-            "softcap",
-        }
-    )
-)
 
-
-def op_name(node: fx.Node) -> str:
-    """``'linear'`` for ``aten.linear.default``, ``'getitem'`` for ``operator.getitem``..."""
-    if node.op != "call_function":
-        return ""
-    if node.target is operator.getitem:
-        return "getitem"
-    return getattr(node.target, "_opname", getattr(node.target, "__name__", str(node.target)))
-
-
-def shape_of(node: Any) -> tuple[int, ...] | None:
-    val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else None
-
-
-@dataclass
-class AttentionSite:
-    """One attention: its query, key, value inputs and its output node.
-
-    ``key_transposed``: the key node holds ``k^T`` (hand-written ``q @ k.transpose(-2, -1)``).
-    """
-
-    query: fx.Node
-    key: fx.Node
-    value: fx.Node
-    output: fx.Node
-    key_transposed: bool = False
-
-
-def _tensor_args(node: fx.Node) -> list[fx.Node]:
-    return [a for a in node.all_input_nodes if shape_of(a) is not None]
-
-
-def _walk(node: fx.Node, ops: frozenset[str], forward: bool, depth: int = 8) -> Iterable[fx.Node]:
-    """Nodes reachable from ``node`` through ``ops`` (inclusive of the first node outside them)."""
-    frontier = [node]
-    seen = {node}
-    for _ in range(depth):
-        nxt = []
-        for n in frontier:
-            for m in n.users if forward else _tensor_args(n):
-                if m in seen:
-                    continue
-                seen.add(m)
-                yield m
-                if op_name(m) in ops:
-                    nxt.append(m)
-        frontier = nxt
-
-
-def _first(matmul: fx.Node) -> int:
-    """Position of the first matrix operand (``baddbmm`` takes the added tensor first)."""
-    return 1 if op_name(matmul) == "baddbmm" else 0
-
-
-def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
-    """Every ``scaled_dot_product_attention`` and every hand-written ``softmax(q @ k^T) @ v``."""
-    sites = []
-    for node in graph.nodes:
-        name = op_name(node)
-        if name == "scaled_dot_product_attention" or name.startswith("_scaled_dot_product"):
-            q, k, v = node.args[:3]
-            out = node
-            if name != "scaled_dot_product_attention":  # tuple output: (out, logsumexp, ...)
-                out = next((u for u in node.users if op_name(u) == "getitem" and u.args[1] == 0), node)
-            sites.append(AttentionSite(q, k, v, out))
-        elif name in SOFTMAX_OPS:
-            scores = next(
-                (m for m in _walk(node, SCORE_OPS, forward=False) if op_name(m) in MATMUL_OPS), None
-            )
-            probs = {node} | {m for m in _walk(node, SCORE_OPS, forward=True) if op_name(m) in SCORE_OPS}
-            mix = next(
-                (
-                    u
-                    for p in probs
-                    for u in p.users
-                    if op_name(u) in MATMUL_OPS and u.args[_first(u)] in probs
-                ),
-                None,
-            )
-            if scores is None or mix is None:
-                continue
-            q = _first(scores)
-            sites.append(
-                AttentionSite(scores.args[q], scores.args[q + 1], mix.args[_first(mix) + 1], mix, True)
-            )
-    return sites
-
-
-# ---- label propagation ------------------------------------------------------------------------
 @dataclass
 class LabelFlow:
     """Labels (row numbers, -1 for none) of every node reached from a start node."""
@@ -225,24 +65,63 @@ class LabelFlow:
             classes.setdefault(find(x), set()).add(x)
         return {x: classes[find(x)] for x in parent}
 
-
-def _substitute(arg: Any, labels: dict[fx.Node, Any]) -> Any:
-    if isinstance(arg, fx.Node):
-        if arg in labels:
-            return labels[arg]
-        val = arg.meta.get("val")
-        if isinstance(val, (int, float, bool)):
-            return val
-        raise KeyError(arg)
-    if isinstance(arg, (list, tuple)):
-        return type(arg)(_substitute(a, labels) for a in arg)
-    return arg
+    def pair(self, first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """Record the rows that meet elementwise in ``first`` and ``other``; the merged labels."""
+        both = (first >= 0) & (other >= 0) & (first != other)
+        if both.any():  # one int64 per (row, row) pair: a 1-D unique is much faster than dim=0
+            pairs = (first[both].long() << 32 | other[both].long()).unique()
+            self.merged.extend((p >> 32, p & 0xFFFFFFFF) for p in pairs.tolist())
+        return torch.where(first >= 0, first, other)
 
 
-def _fill(node: fx.Node, shape: tuple[int, ...] | None) -> torch.Tensor:
+def _fill(node: fx.Node) -> torch.Tensor:
+    shape = shape_of(node)
     if shape is None:
         raise KeyError(node)
     return torch.full(shape, -1, dtype=torch.int32)
+
+
+def _resolve(arg: fx.Node, flow: LabelFlow, fresh: bool) -> Any:
+    """``arg``'s labels; with ``fresh``, a tensor nobody labelled yet (a fresh tensor, or a view
+    of one) gets -1 everywhere, stored so that later writes into its views show in it."""
+    if arg in flow.labels:
+        return flow.labels[arg]
+    val = arg.meta.get("val")
+    if isinstance(val, (int, float, bool, torch.SymInt)) and not isinstance(val, torch.Tensor):
+        if isinstance(val, torch.SymInt) and not is_concrete_int(val):
+            raise KeyError(arg)
+        return int(val) if isinstance(val, torch.SymInt) else val
+    name = op_name(arg)
+    if fresh and name in CREATION_OPS:
+        flow.labels[arg] = _fill(arg)
+    elif fresh and name in MOVE_OPS and isinstance(arg.args[0], fx.Node):
+        _resolve(arg.args[0], flow, fresh)
+        flow.labels[arg] = _run(arg, flow, fresh)
+    elif fresh:
+        return _fill(arg)
+    else:
+        raise KeyError(arg)
+    return flow.labels[arg]
+
+
+def _substitute(arg: Any, flow: LabelFlow, fresh: bool = False) -> Any:
+    if isinstance(arg, fx.Node):
+        return _resolve(arg, flow, fresh)
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_substitute(a, flow, fresh) for a in arg)
+    return arg
+
+
+def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
+    """Run a data-movement op on labels."""
+    args = _substitute(node.args, flow, fresh)
+    kwargs = _substitute(dict(node.kwargs), flow, fresh)
+    name = op_name(node)
+    if name == "getitem":
+        return operator.getitem(*args)
+    if name in ("view", "_unsafe_view"):  # labels may be expanded views: reshape copies then
+        return args[0].reshape(args[1])
+    return node.target(*args, **kwargs)
 
 
 def _elementwise(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
@@ -252,13 +131,27 @@ def _elementwise(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
     parts = [flow.labels[a] for a in node.args if isinstance(a, fx.Node) and a in flow.labels]
     first = parts[0].broadcast_to(out_shape)
     for other in parts[1:]:
-        other = other.broadcast_to(out_shape)
-        both = (first >= 0) & (other >= 0) & (first != other)
-        if both.any():  # one int64 per (row, row) pair: a 1-D unique is much faster than dim=0
-            pairs = (first[both].long() << 32 | other[both].long()).unique()
-            flow.merged.extend((p >> 32, p & 0xFFFFFFFF) for p in pairs.tolist())
-        first = torch.where(first >= 0, first, other)
+        first = flow.pair(first, other.broadcast_to(out_shape))
     return first
+
+
+def _complex(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
+    name = op_name(node)
+    if name == "view_as_complex":  # (..., 2) real pairs -> (...) complex: the pair is one row group
+        pairs = flow.labels[node.args[0]]
+        return flow.pair(pairs[..., 0], pairs[..., 1])
+    if name == "view_as_real":
+        labels = flow.labels[node.args[0]]
+        return labels.unsqueeze(-1).expand(*labels.shape, 2)
+    return _elementwise(node, flow)  # polar / complex(real, imag): elementwise pairing
+
+
+def _write_alias_chain(node: fx.Node) -> list[fx.Node]:
+    """``node`` and the tensors it is a view of, down to the base (written through by ``copy_``)."""
+    chain = [node]
+    while op_name(chain[-1]) in MOVE_OPS and isinstance(chain[-1].args[0], fx.Node):
+        chain.append(chain[-1].args[0])
+    return chain
 
 
 def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
@@ -269,16 +162,24 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
         if not mixing and sum(isinstance(a, fx.Node) for a in node.args) > 1:
             return None
         return _elementwise(node, flow)
+    if name in COMPLEX_OPS:
+        return _complex(node, flow) if mixing else None
     if name == "cat":
         tensors, *rest = node.args
-        parts = [flow.labels[t] if t in flow.labels else _fill(t, shape_of(t)) for t in tensors]
-        return torch.cat(parts, *rest)
+        return torch.cat([_resolve(t, flow, fresh=True) for t in tensors], *rest)
+    if name in CREATION_OPS:
+        return _fill(node)
+    if name in SCATTER_OPS:
+        if name == "index_put" and any(i is not None for i in node.args[1]):
+            return None  # data-dependent positions
+        return _run(node, flow, fresh=True)
+    if name in INPLACE_WRITE_OPS:
+        if name == "index_put_" and any(i is not None for i in node.args[1]):
+            return None
+        _run(node, flow, fresh=True)
+        return None  # the base was written in place; its users are queued by the caller
     if name in MOVE_OPS:
-        args = _substitute(node.args, flow.labels)
-        kwargs = _substitute(dict(node.kwargs), flow.labels)
-        if name == "getitem":
-            return operator.getitem(*args)
-        return node.target(*args, **kwargs)
+        return _run(node, flow)
     return None
 
 
@@ -294,12 +195,23 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
     heap = [(order[u], id(u), u) for u in start.users]
     heapq.heapify(heap)
     queued = set(start.users)
+
+    def enqueue(users: Any) -> None:
+        for user in users:
+            if user not in queued:
+                queued.add(user)
+                heapq.heappush(heap, (order[user], id(user), user))
+
     while heap:
         _, _, node = heapq.heappop(heap)
         try:
             out = _step(node, flow, mixing)
-        except (KeyError, RuntimeError, TypeError, ValueError, IndexError):
+        except Exception:  # an op the labels can't follow (symbolic size, data-dependent index)
             out = None
+        if op_name(node) in INPLACE_WRITE_OPS and isinstance(node.args[0], fx.Node):
+            for written in _write_alias_chain(node.args[0]):
+                if written in flow.labels:
+                    enqueue(written.users)
         if out is None:
             continue
         tensors = out if isinstance(out, (list, tuple)) else [out]
@@ -312,17 +224,14 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
             )
             continue
         flow.labels[node] = out
-        for user in node.users:
-            if user not in queued:
-                queued.add(user)
-                heapq.heappush(heap, (order[user], id(user), user))
+        enqueue(node.users)
     return flow
 
 
 def index_labels(node: fx.Node, dim: int) -> torch.Tensor | None:
     """An index tensor shaped like ``node``'s output: each element holds its index along ``dim``."""
     shape = shape_of(node)
-    if shape is None:
+    if shape is None or not shape:
         return None
     dim = dim % len(shape)
     view = [1] * len(shape)
@@ -330,16 +239,12 @@ def index_labels(node: fx.Node, dim: int) -> torch.Tensor | None:
     return torch.arange(shape[dim], dtype=torch.int32).view(view).expand(shape)
 
 
-def head_row_sets(labels: torch.Tensor, flow: LabelFlow) -> list[frozenset[int]]:
-    """For an attention input labelled ``(..., T, D)``: the set of rows feeding each head."""
+def head_row_sets(labels: torch.Tensor, axis: int, flow: LabelFlow) -> list[frozenset[int]]:
+    """The sets of rows contracted together along ``axis`` (the head dimension): one per head."""
     groups = flow.groups()
-    flat = (
-        labels.reshape(-1, labels.shape[-2] * labels.shape[-1])
-        if labels.dim() >= 2
-        else labels.reshape(1, -1)
-    )
+    moved = labels.movedim(axis, -1) if labels.dim() else labels.reshape(1)
     sets = set()
-    for row in flat.unique(dim=0):
+    for row in moved.reshape(-1, moved.shape[-1]).unique(dim=0):
         rows = {int(r) for r in row.unique().tolist() if r >= 0}
         for r in list(rows):
             rows |= groups.get(r, set())
@@ -367,10 +272,9 @@ def trace_rows(node: fx.Node, dim: int, sites: list[AttentionSite], output: fx.N
     flow = propagate(node, labels)
     for site in sites:
         if site.query in flow.labels:
-            targets.query_heads += head_row_sets(flow.labels[site.query], flow)
+            targets.query_heads += head_row_sets(flow.labels[site.query], site.query_axis, flow)
         if site.key in flow.labels:
-            key = flow.labels[site.key]
-            targets.key_heads += head_row_sets(key.transpose(-2, -1) if site.key_transposed else key, flow)
+            targets.key_heads += head_row_sets(flow.labels[site.key], site.key_axis, flow)
         if site.value in flow.labels:
             targets.value_rows |= {int(r) for r in flow.labels[site.value].unique().tolist() if r >= 0}
     moved = propagate(node, labels, mixing=False).labels

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .graph_roles import Decision, conv_layout
 from .layout import BlockLayout
+from .plan import CONV_LAYOUT, Decision
 
 _NORMS = (
     nn.LayerNorm,
@@ -23,10 +23,6 @@ _NORMS = (
 )
 
 
-def _conv(axis: int) -> Decision:
-    return Decision("conv", conv_layout(axis))
-
-
 def _module_decisions(module: nn.Module) -> dict[str, Decision]:
     """Decisions for ``module``'s own parameters (not its children's), by local name."""
     bias = Decision("bias", BlockLayout.element())
@@ -35,7 +31,7 @@ def _module_decisions(module: nn.Module) -> dict[str, Decision]:
     if isinstance(module, nn.Linear):
         return {"weight": Decision("linear", BlockLayout.rows(0)), "bias": bias}
     if isinstance(module, nn.modules.conv._ConvNd):
-        return {"weight": _conv(1 if module.transposed else 0), "bias": bias}
+        return {"weight": Decision("conv", CONV_LAYOUT), "bias": bias}
     if isinstance(module, _NORMS):
         return {"weight": Decision("norm", BlockLayout.tensor()), "bias": bias}
     if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
