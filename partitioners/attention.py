@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, is_fused_attention, op_name, shape_of
+from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, is_fused_attention, is_tensor, op_name, shape_of
 
 #: how many ops a search crosses between scores, normalisation and the value contraction
 _REACH = 16
@@ -77,7 +77,7 @@ def _search(start: fx.Node, forward: bool) -> Iterable[fx.Node]:
         if depth >= _REACH:
             continue
         for nxt in node.users if forward else node.all_input_nodes:
-            if nxt in seen or shape_of(nxt) is None and op_name(nxt) != "getitem":
+            if nxt in seen or not is_tensor(nxt):
                 continue
             seen.add(nxt)
             yield nxt
@@ -102,7 +102,7 @@ def _fused_site(node: fx.Node) -> AttentionSite | None:
     if not all(isinstance(t, fx.Node) for t in (q, k, v)):
         return None
     out = node
-    if shape_of(node) is None:  # tuple output: (out, logsumexp, ...)
+    if not is_tensor(node):  # tuple output: (out, logsumexp, ...)
         out = next((u for u in node.users if op_name(u) == "getitem" and u.args[1] == 0), node)
     return AttentionSite(q, k, v, out)
 

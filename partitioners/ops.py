@@ -223,5 +223,10 @@ def shape_of(node: Any) -> tuple[int, ...] | None:
     return tuple(int(s) for s in val.shape)
 
 
+def is_tensor(node: fx.Node) -> bool:
+    """``node`` holds one tensor (not a size, not a tuple)."""
+    return isinstance(node.meta.get("val"), torch.Tensor)
+
+
 def is_fused_attention(name: str) -> bool:
     return name.startswith(FUSED_ATTENTION_PREFIXES)
