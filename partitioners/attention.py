@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, is_fused_attention, is_tensor, op_name, shape_of
+from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, is_fused_attention, is_tensor, op_name
 
 #: how many ops a search crosses between scores, normalisation and the value contraction
 _REACH = 16

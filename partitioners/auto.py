@@ -23,13 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .graph_roles import graph_decisions
 from .layout import BlockLayout
 from .names import name_partition
 from .overrides import RuleLike, apply_overrides
-from .plan import Decision, PartitionPlan, PlanEntry, load_plan
+from .plan import PartitionPlan, PlanEntry, load_plan
+from .read_graph import GraphPass, graph_pass
 from .structure import structure_decisions
-from .trace import TraceError, trace
 
 
 class PartitionWarning(UserWarning):
@@ -43,23 +42,6 @@ def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
         return name_partition([(name, p)], dim=width, n_heads=width)[name]
     except ValueError:
         return PlanEntry(tuple(p.shape), "other", BlockLayout.tensor(), "names")
-
-
-def _graph_pass(
-    model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs: dict[str, Any] | None, collapse: bool
-) -> tuple[dict[str, tuple[Decision | None, str]], str | None]:
-    """Decisions by user-model name, with the method; and why tracing failed, if it did."""
-    try:
-        traced = trace(model, example_inputs, example_kwargs, collapse)
-    except TraceError as err:
-        return {}, str(err)
-    decisions = graph_decisions(traced.graph, traced.params, traced.shapes)
-    out = {}
-    for name, _p in model.named_parameters():
-        key = traced.rename(name)
-        if key in decisions:
-            out[name] = (decisions[key], traced.method)
-    return out, None
 
 
 def auto_partition(
@@ -90,43 +72,61 @@ def auto_partition(
         result = load_plan(plan)
         result.check_params(named)
     else:
-        graph, failure = (
-            ({}, "no example_inputs given")
+        graph = (
+            GraphPass(failures=["<model>: no example_inputs given"])
             if example_inputs is None
-            else _graph_pass(model, tuple(example_inputs), example_kwargs, collapse_repeats)
+            else graph_pass(model, tuple(example_inputs), example_kwargs, collapse_repeats)
         )
-        structure = structure_decisions(model)
-        entries, unexplained, fallen_back = [], [], []
-        for name, p in named:
-            shape = tuple(p.shape)
-            decision, method = graph.get(name, (None, ""))
-            if method and decision is None:
-                entries.append((name, PlanEntry(shape, "other", BlockLayout.tensor(), method)))
-                unexplained.append(name)
-            elif decision is not None:
-                entries.append((name, PlanEntry(shape, decision.role, decision.layout, method)))
-            elif name in structure:
-                d = structure[name]
-                entries.append((name, PlanEntry(shape, d.role, d.layout, "structure")))
-                fallen_back.append(f"{name} (structure)")
-            else:
-                entry = _name_rule(name, p)
-                entries.append((name, entry))
-                fallen_back.append(f"{name} (names: {entry.role})")
-        result = PartitionPlan(entries)
-        _warn(failure, unexplained, fallen_back)
+        result = _plan_from(model, named, graph)
     if overrides is not None:
         result = apply_overrides(result, overrides, model)
     return result
 
 
-def _warn(failure: str | None, unexplained: list[str], fallen_back: list[str]) -> None:
-    if not unexplained and not fallen_back:
+def _plan_from(model: nn.Module, named: list[tuple[str, torch.Tensor]], graph: GraphPass) -> PartitionPlan:
+    """Graph decisions first, then module structure, then name rules; warns about the rest."""
+    try:
+        structure = structure_decisions(model)
+    except Exception:  # a module type whose attributes aren't what they usually are
+        structure = {}
+    entries, unexplained, fallen_back = [], [], []
+    for name, p in named:
+        shape = tuple(p.shape)
+        decision, method = graph.decisions.get(name, (None, ""))
+        if method and decision is None:
+            entries.append((name, PlanEntry(shape, "other", BlockLayout.tensor(), method)))
+            if name not in graph.heads_unread:
+                unexplained.append(name)
+        elif decision is not None:
+            entries.append((name, PlanEntry(shape, decision.role, decision.layout, method)))
+        elif name in structure:
+            d = structure[name]
+            entries.append((name, PlanEntry(shape, d.role, d.layout, "structure")))
+            fallen_back.append(f"{name} (structure)")
+        else:
+            entry = _name_rule(name, p)
+            entries.append((name, entry))
+            fallen_back.append(f"{name} (names: {entry.role})")
+    heads = sorted(n for n in graph.heads_unread if n in dict(named))
+    _warn(graph.failures, unexplained, heads, fallen_back)
+    return PartitionPlan(entries)
+
+
+def _warn(failures: list[str], unexplained: list[str], heads: list[str], fallen_back: list[str]) -> None:
+    if not (unexplained or heads or fallen_back):
         return
     lines = []
-    if failure:
-        reason = (failure.splitlines()[1:] or [failure])[0].strip()
-        lines.append(f"the forward could not be traced ({reason}); fell back for all parameters")
+    for failure in failures:
+        module, _, reason = failure.partition(": ")
+        what = "the model" if module == "<model>" else f"module {module}"
+        lines.append(f"{what} could not be traced ({reason})")
+    if failures:
+        lines.append("its parameters that no submodule trace could read fall back (listed below)")
+    if heads:
+        lines.append(
+            "these feed the query or key side of an attention whose heads could not be read, "
+            "one block each: " + ", ".join(heads)
+        )
     if unexplained:
         lines.append(
             "the graph uses these in ways it can't explain, one block each: " + ", ".join(unexplained)

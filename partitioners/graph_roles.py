@@ -367,6 +367,8 @@ class GraphContext:
     sites: list[AttentionSite]
     fed: set[fx.Node]
     output: fx.Node
+    #: set when a projection fed a query or key whose heads aren't runs of its rows
+    heads_unread: bool = False
 
 
 def _projection(use: Use, n_rows: int, axis: int, ctx: GraphContext) -> Decision | None:
@@ -377,7 +379,8 @@ def _projection(use: Use, n_rows: int, axis: int, ctx: GraphContext) -> Decision
     if found is not None:
         return found
     if targets.query_heads or targets.key_heads:
-        return None  # heads that aren't runs of rows: can't express them
+        ctx.heads_unread = True  # heads that aren't runs of rows: can't express them
+        return None
     if targets.reaches_output:
         return Decision("output", BlockLayout.rows(axis))
     if use.input is not None and use.input in ctx.fed:
@@ -452,17 +455,30 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
     return _projections(uses, shape, ctx)
 
 
+@dataclass
+class GraphReading:
+    """What the graph says about each parameter it uses."""
+
+    #: name -> decision; ``None``: the graph uses it in a way it can't explain
+    decisions: dict[str, Decision | None]
+    #: names of projections that feed a query or key whose heads could not be read
+    heads_unread: set[str]
+
+
 def graph_decisions(
     graph: fx.Graph, params: dict[fx.Node, str], shapes: dict[str, tuple[int, ...]]
-) -> dict[str, Decision | None]:
-    """Decisions for every parameter the graph uses (``None``: used in a way it can't explain)."""
+) -> GraphReading:
+    """Decisions for every parameter the graph uses."""
     sites = attention_sites(graph)
     ctx = GraphContext(sites, attention_fed(sites), next(n for n in graph.nodes if n.op == "output"))
-    decisions: dict[str, Decision | None] = {}
+    reading = GraphReading({}, set())
     for node, name in params.items():
         if name not in shapes:
             continue
         uses = parameter_uses(node, shapes[name])
         if uses:
-            decisions[name] = decide(uses, shapes[name], ctx)
-    return decisions
+            ctx.heads_unread = False
+            reading.decisions[name] = decide(uses, shapes[name], ctx)
+            if ctx.heads_unread:
+                reading.heads_unread.add(name)
+    return reading
