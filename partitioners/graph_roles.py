@@ -367,6 +367,8 @@ class GraphContext:
     sites: list[AttentionSite]
     fed: set[fx.Node]
     output: fx.Node
+    #: the graph's output is the model's (a submodule's output is no output head)
+    whole_model: bool = True
     #: set when a projection fed a query or key whose heads aren't runs of its rows
     heads_unread: bool = False
 
@@ -381,7 +383,7 @@ def _projection(use: Use, n_rows: int, axis: int, ctx: GraphContext) -> Decision
     if targets.query_heads or targets.key_heads:
         ctx.heads_unread = True  # heads that aren't runs of rows: can't express them
         return None
-    if targets.reaches_output:
+    if targets.reaches_output and ctx.whole_model:
         return Decision("output", BlockLayout.rows(axis))
     if use.input is not None and use.input in ctx.fed:
         return Decision("attn_out", BlockLayout.rows(axis))
@@ -466,11 +468,16 @@ class GraphReading:
 
 
 def graph_decisions(
-    graph: fx.Graph, params: dict[fx.Node, str], shapes: dict[str, tuple[int, ...]]
+    graph: fx.Graph,
+    params: dict[fx.Node, str],
+    shapes: dict[str, tuple[int, ...]],
+    whole_model: bool = True,
 ) -> GraphReading:
-    """Decisions for every parameter the graph uses."""
+    """Decisions for every parameter the graph uses (``whole_model``: the graph's output is the
+    model's, so a projection reaching it is the output head)."""
     sites = attention_sites(graph)
-    ctx = GraphContext(sites, attention_fed(sites), next(n for n in graph.nodes if n.op == "output"))
+    output = next(n for n in graph.nodes if n.op == "output")
+    ctx = GraphContext(sites, attention_fed(sites), output, whole_model)
     reading = GraphReading({}, set())
     for node, name in params.items():
         if name not in shapes:

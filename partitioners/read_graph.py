@@ -19,7 +19,7 @@ from torch import nn
 
 from .graph_roles import graph_decisions
 from .plan import Decision
-from .trace import meta_copy, meta_inputs, trace
+from .trace import TraceError, meta_copy, meta_inputs, trace
 
 
 @dataclass
@@ -36,15 +36,15 @@ class GraphPass:
 
 def _reason(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if isinstance(err, RuntimeError) and lines and lines[0].startswith("could not trace"):
-        lines = lines[1:]  # TraceError: the first tracer's reason
+    if isinstance(err, TraceError):  # one line per tracer and input dtype tried
+        return "; ".join(line[:160] for line in lines[1:])
     return f"{type(err).__name__}: {(lines or [''])[0][:200]}"
 
 
 def _read(module: nn.Module, prefix: str, args: tuple, kwargs: dict, collapse: bool, into: GraphPass) -> None:
     """Trace ``module`` alone and record its parameters' decisions (raises if it can't)."""
     traced = trace(module, args, kwargs, collapse)
-    reading = graph_decisions(traced.graph, traced.params, traced.shapes)
+    reading = graph_decisions(traced.graph, traced.params, traced.shapes, whole_model=not prefix)
     method = traced.method if not prefix else f"{traced.method} ({prefix.rstrip('.')})"
     for name, _ in module.named_parameters():
         key = traced.rename(name)
@@ -55,33 +55,35 @@ def _read(module: nn.Module, prefix: str, args: tuple, kwargs: dict, collapse: b
 
 
 def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tuple[tuple, dict]]:
-    """The inputs that reached each submodule in a meta run of ``model`` (up to where it failed)."""
+    """The inputs that reached each submodule in a meta run of ``model`` (up to where it failed).
+
+    Inputs given as shapes are token ids or floats: the run that reached more modules is kept.
+    """
     copy_ = meta_copy(model).eval()
-    captured: dict[str, tuple[tuple, dict]] = {}
+    runs: list[dict[str, tuple[tuple, dict]]] = []
 
-    def recorder(name: str):
-        def hook(_module: nn.Module, a: tuple, k: dict) -> None:
-            captured.setdefault(name, (a, k))
+    def hook(name: str):
+        def record(_module: nn.Module, a: tuple, k: dict) -> None:
+            runs[-1].setdefault(name, (a, k))
 
-        return hook
+        return record
 
-    handles = [
-        m.register_forward_pre_hook(recorder(n), with_kwargs=True) for n, m in copy_.named_modules() if n
-    ]
+    modules = [(n, m) for n, m in copy_.named_modules() if n]
+    handles = [m.register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in modules]
     dtype = next((p.dtype for p in copy_.parameters()), torch.float32)
     try:
         for input_dtype in (torch.long, dtype):
+            runs.append({})
             try:
                 with torch.no_grad():
                     copy_(*meta_inputs(args, input_dtype), **meta_inputs(kwargs, input_dtype))
-                break
             except Exception:  # the forward failed somewhere: keep what was recorded so far
-                if captured:
-                    break
+                continue
+            break  # ran to the end
     finally:
         for handle in handles:
             handle.remove()
-    return captured
+    return max(reversed(runs), key=len)  # a tie: the parameter dtype's run
 
 
 def _read_children(
