@@ -98,8 +98,9 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
         return list(axes)
     if name in ("index", "getitem") and len(out_shape) == nd - 1:  # W[e]: first axis gone
         return list(axes[1:])
-    if name == "expand":
-        return [None] * (len(out_shape) - nd) + list(axes)
+    if name in ("expand", "repeat"):  # new leading axes; a tiled axis is no longer one row
+        new = len(out_shape) - nd
+        return [None] * new + [a if out_shape[new + i] == in_shape[i] else None for i, a in enumerate(axes)]
     # unsqueeze / squeeze / view that only adds or drops size-1 axes
     if [s for s in out_shape if s != 1] == [s for s in in_shape if s != 1]:
         kept = iter(a for a, s in zip(axes, in_shape) if s != 1)
@@ -156,6 +157,18 @@ def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int,
     return out
 
 
+def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
+    """``W[ids]`` with an id tensor of two or more axes on axis 0 (a position lookup)."""
+    indices, out_shape = node.args[1], shape_of(node)
+    return (
+        out_shape is not None
+        and len(indices) >= 1
+        and isinstance(indices[0], fx.Node)
+        and all(i is None for i in indices[1:])
+        and len(out_shape) > ndim
+    )
+
+
 def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:
     equation = node.args[0].replace(" ", "")
     inputs, output = equation.split("->")
@@ -183,7 +196,7 @@ def _from_batched_projection(node: fx.Node) -> bool:
     """``node`` is (a view of) the output of a matmul with an expert axis."""
     for _ in range(6):
         name = op_name(node)
-        if name in BATCHED_PROJECTION_OPS:
+        if name in BATCHED_PROJECTION_OPS or "grouped_mm" in name:
             return True
         if not (name in WEIGHT_VIEWS or name in IDENTITY_OPS) or not isinstance(node.args[0], fx.Node):
             return False
@@ -194,7 +207,7 @@ def _from_batched_projection(node: fx.Node) -> bool:
 def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[int | None], shape: tuple[int, ...]) -> Use:
     """A weight view multiplied with or added to an activation."""
     live = [(i, a) for i, a in enumerate(axes) if a is not None and shape[a] > 1]
-    name = op_name(user)
+    name = op_name(user).rstrip("_")
     if len(live) <= 1:  # broadcast over everything but one axis: a scale or a bias
         return Use("scale") if name in ("mul", "div") else Use("shift")
     if name not in ("add", "sub"):
@@ -234,7 +247,7 @@ def _consumer_use(
     if name in NORM_OPS:
         weight, bias = NORM_OPS[name]
         return Use("scale") if pos == weight else Use("shift") if pos == bias else Use("unknown")
-    if name in ("mul", "div", "add", "sub"):
+    if name.rstrip("_") in ("mul", "div", "add", "sub"):
         return _elementwise_use(user, node, axes, shape)
     if name in ("where", "masked_scatter"):  # a learned token put where a mask says
         return Use("token")
@@ -275,6 +288,8 @@ def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
                     uses.append(Use("unknown"))
                 else:
                     stack.extend(pieces)
+            elif name == "index" and pos == 0 and _looks_up_rows(user, len(axes)):
+                uses.append(Use("embedding", axes[0]))  # W[ids] with ids of any shape: a table
             elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)
                 if moved is None:

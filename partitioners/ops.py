@@ -44,6 +44,7 @@ MOVE_OPS = frozenset(
         "numpy_T",
         "view_as",
         "expand_as",
+        "broadcast_to",
         "getitem",
         "contiguous",
         "clone",
@@ -190,6 +191,7 @@ WEIGHT_VIEWS = frozenset(
         "unsqueeze",
         "squeeze",
         "expand",
+        "repeat",
         "view",
         "reshape",
         "getitem",
@@ -198,6 +200,11 @@ WEIGHT_VIEWS = frozenset(
 #: slices of a weight along one axis (a packed weight split into its projections)
 WEIGHT_SLICES = frozenset({"split", "split_with_sizes", "chunk", "slice", "narrow", "unbind"})
 SCALAR_ARITH = frozenset({"add", "sub", "mul", "div", "rsub"})
+
+
+#: ``node.meta`` key of a tensor constant's value, set by the tracer (the label flow reads
+#: constant indices such as ``x[..., [-2], :]``)
+CONSTANT = "partitioners_constant"
 
 
 def op_name(node: fx.Node) -> str:

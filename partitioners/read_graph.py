@@ -54,8 +54,26 @@ def _read(module: nn.Module, prefix: str, args: tuple, kwargs: dict, collapse: b
             into.heads_unread.add(prefix + name)
 
 
+class _Stand_in:
+    """Wraps a submodule's forward for the meta run: if it raises, its output is taken to be a
+    tensor shaped like its first input (a block, an MoE layer, a residual branch), so that the
+    run goes on to the modules after it; a wrong guess fails the parent, which then stands in."""
+
+    def __init__(self, forward: Any):
+        self.forward = forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.forward(*args, **kwargs)
+        except Exception:
+            first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+            if first is None:
+                raise
+            return torch.empty_like(first)
+
+
 def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tuple[tuple, dict]]:
-    """The inputs that reached each submodule in a meta run of ``model`` (up to where it failed).
+    """The inputs that reached each submodule in a meta run of ``model``.
 
     Inputs given as shapes are token ids or floats: the run that reached more modules is kept.
     """
@@ -69,20 +87,21 @@ def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tup
         return record
 
     modules = [(n, m) for n, m in copy_.named_modules() if n]
+    for _, module in modules:
+        module.forward = _Stand_in(module.forward)
     handles = [m.register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in modules]
     dtype = next((p.dtype for p in copy_.parameters()), torch.float32)
-    try:
-        for input_dtype in (torch.long, dtype):
-            runs.append({})
-            try:
-                with torch.no_grad():
-                    copy_(*meta_inputs(args, input_dtype), **meta_inputs(kwargs, input_dtype))
-            except Exception:  # the forward failed somewhere: keep what was recorded so far
-                continue
-            break  # ran to the end
-    finally:
-        for handle in handles:
-            handle.remove()
+    for input_dtype in (torch.long, dtype):
+        runs.append({})
+        try:
+            with torch.no_grad():
+                copy_(*meta_inputs(args, input_dtype), **meta_inputs(kwargs, input_dtype))
+        except Exception:  # the forward failed outside every submodule: keep what was recorded
+            continue
+        if input_dtype == torch.long and len(runs[0]) == len(modules):
+            break  # token ids reached everything
+    for handle in handles:
+        handle.remove()
     return max(reversed(runs), key=len)  # a tie: the parameter dtype's run
 
 

@@ -25,12 +25,15 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from .attention import AttentionSite
 from .ops import (
     COMPLEX_OPS,
+    CONSTANT,
     CREATION_OPS,
     ELEMENTWISE_OPS,
     IDENTITY_OPS,
     INPLACE_WRITE_OPS,
     MOVE_OPS,
+    NORM_OPS,
     SCATTER_OPS,
+    is_tensor,
     op_name,
     shape_of,
 )
@@ -86,6 +89,8 @@ def _resolve(arg: fx.Node, flow: LabelFlow, fresh: bool) -> Any:
     of one) gets -1 everywhere, stored so that later writes into its views show in it."""
     if arg in flow.labels:
         return flow.labels[arg]
+    if CONSTANT in arg.meta:  # an index written in the forward
+        return arg.meta[CONSTANT]
     val = arg.meta.get("val")
     if isinstance(val, (int, float, bool, torch.SymInt)) and not isinstance(val, torch.Tensor):
         if isinstance(val, torch.SymInt) and not is_concrete_int(val):
@@ -164,6 +169,11 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
         return _elementwise(node, flow)
     if name in COMPLEX_OPS:
         return _complex(node, flow) if mixing else None
+    if name in NORM_OPS:  # a per-head q/k norm: each element keeps its row
+        if not mixing or node.args[0] not in flow.labels:
+            return None
+        labels = flow.labels[node.args[0]]
+        return labels if is_tensor(node) else (labels,)
     if name == "cat":
         tensors, *rest = node.args
         return torch.cat([_resolve(t, flow, fresh=True) for t in tensors], *rest)
