@@ -31,6 +31,10 @@ from .read_graph import GraphPass, graph_pass
 from .structure import structure_decisions
 
 
+#: ``decided_by`` of an entry read from the graph (a re-traced submodule adds its name after a space)
+GRAPH_METHODS = ("export", "fx")
+
+
 class PartitionWarning(UserWarning):
     """Some parameters were not decided by the operator graph."""
 
