@@ -30,7 +30,6 @@ from .plan import PartitionPlan, PlanEntry, load_plan
 from .read_graph import GraphPass, graph_pass
 from .structure import structure_decisions
 
-
 #: ``decided_by`` of an entry read from the graph (a re-traced submodule adds its name after a space)
 GRAPH_METHODS = ("export", "fx")
 
