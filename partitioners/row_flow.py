@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import operator
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,33 +48,29 @@ class LabelFlow:
     """Labels (row numbers, -1 for none) of every node reached from a start node."""
 
     labels: dict[fx.Node, Any] = field(default_factory=dict)
-    #: pairs of rows that met in one element (rotary): they belong to one block
-    merged: list[tuple[int, int]] = field(default_factory=list)
+    #: rows that met in one element (rotary), as ``a << 32 | b``: they belong to one block
+    merged: list[torch.Tensor] = field(default_factory=list)
 
-    def groups(self) -> dict[int, set[int]]:
-        """Row -> the set of rows merged with it (only rows that were merged appear)."""
-        parent: dict[int, int] = {}
-
-        def find(x: int) -> int:
-            while parent.get(x, x) != x:
-                x = parent[x]
-            return x
-
-        for a, b in self.merged:
-            parent.setdefault(a, a)
-            parent.setdefault(b, b)
-            parent[find(a)] = find(b)
-        classes: dict[int, set[int]] = {}
-        for x in parent:
-            classes.setdefault(find(x), set()).add(x)
-        return {x: classes[find(x)] for x in parent}
+    def components(self, n_rows: int) -> torch.Tensor:
+        """For each row, the smallest row it is (transitively) merged with."""
+        root = torch.arange(n_rows)
+        if not self.merged:
+            return root
+        pairs = torch.cat(self.merged).unique()
+        a, b = pairs >> 32, pairs & 0xFFFFFFFF
+        while True:  # min-label propagation with pointer jumping: a few rounds
+            low = torch.minimum(root[a], root[b])
+            new = root.scatter_reduce(0, a, low, "amin").scatter_reduce(0, b, low, "amin")
+            new = new[new]
+            if torch.equal(new, root):
+                return root
+            root = new
 
     def pair(self, first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """Record the rows that meet elementwise in ``first`` and ``other``; the merged labels."""
         both = (first >= 0) & (other >= 0) & (first != other)
         if both.any():  # one int64 per (row, row) pair: a 1-D unique is much faster than dim=0
-            pairs = (first[both].long() << 32 | other[both].long()).unique()
-            self.merged.extend((p >> 32, p & 0xFFFFFFFF) for p in pairs.tolist())
+            self.merged.append((first[both].long() << 32 | other[both].long()).unique())
         return torch.where(first >= 0, first, other)
 
 
@@ -193,6 +190,16 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     return None
 
 
+_ORDERS: weakref.WeakKeyDictionary[fx.Graph, dict[fx.Node, int]] = weakref.WeakKeyDictionary()
+
+
+def _node_order(graph: fx.Graph) -> dict[fx.Node, int]:
+    """Each node's position in ``graph`` (computed once per graph: propagation runs many times)."""
+    if graph not in _ORDERS:
+        _ORDERS[graph] = {n: i for i, n in enumerate(graph.nodes)}
+    return _ORDERS[graph]
+
+
 def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> LabelFlow:
     """Run the data-movement ops downstream of ``start`` on ``labels`` (``start``'s labels).
 
@@ -200,7 +207,7 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
     add); without it only data movement, casts and scalar arithmetic keep the labels, which is
     what "this tensor *is* that projection's output" means (output head, attention output).
     """
-    order = {n: i for i, n in enumerate(start.graph.nodes)}
+    order = _node_order(start.graph)
     flow = LabelFlow({start: labels})
     heap = [(order[u], id(u), u) for u in start.users]
     heapq.heapify(heap)
@@ -250,16 +257,25 @@ def index_labels(node: fx.Node, dim: int) -> torch.Tensor | None:
 
 
 def head_row_sets(labels: torch.Tensor, axis: int, flow: LabelFlow) -> list[frozenset[int]]:
-    """The sets of rows contracted together along ``axis`` (the head dimension): one per head."""
-    groups = flow.groups()
+    """The sets of rows contracted together along ``axis`` (the head dimension): one per head,
+    with the rows merged into them (rotary partners)."""
     moved = labels.movedim(axis, -1) if labels.dim() else labels.reshape(1)
+    heads = moved.reshape(-1, moved.shape[-1]).unique(dim=0)
+    heads = heads[(heads >= 0).any(dim=1)]
+    if not len(heads):
+        return []
+    if not flow.merged:
+        return sorted({frozenset(h[h >= 0].tolist()) for h in heads}, key=min)
+    ends = [int(heads.max())] + [int((m >> 32).max()) for m in flow.merged]
+    ends += [int((m & 0xFFFFFFFF).max()) for m in flow.merged]
+    root = flow.components(1 + max(ends))
+    members: dict[int, list[int]] = {}
+    for row, r in enumerate(root.tolist()):
+        members.setdefault(r, []).append(row)
     sets = set()
-    for row in moved.reshape(-1, moved.shape[-1]).unique(dim=0):
-        rows = {int(r) for r in row.unique().tolist() if r >= 0}
-        for r in list(rows):
-            rows |= groups.get(r, set())
-        if rows:
-            sets.add(frozenset(rows))
+    for head in heads:
+        roots = root[head[head >= 0].long()].unique().tolist()
+        sets.add(frozenset(r for c in roots for r in members[c]))
     return sorted(sets, key=min)
 
 
