@@ -156,12 +156,31 @@ def _write_alias_chain(node: fx.Node) -> list[fx.Node]:
     return chain
 
 
+def _joins_residual_stream(node: fx.Node, flow: LabelFlow) -> bool:
+    """``x + f(x)``: a sum with a computed, unlabelled tensor of the full output shape. The rows
+    of ``f``'s projection end there (past it every later layer would carry them); a bias, a
+    position table or a rotary partner is a parameter, broadcast, or labelled."""
+    if op_name(node).rstrip("_") not in ("add", "sub"):
+        return False
+    shape = shape_of(node)
+    return any(
+        isinstance(a, fx.Node)
+        and a not in flow.labels
+        and a.op == "call_function"
+        and CONSTANT not in a.meta
+        and shape_of(a) == shape
+        for a in node.args
+    )
+
+
 def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     name = op_name(node)
     if name in IDENTITY_OPS:
         return flow.labels[node.args[0]]
     if name in ELEMENTWISE_OPS:
         if not mixing and sum(isinstance(a, fx.Node) for a in node.args) > 1:
+            return None
+        if _joins_residual_stream(node, flow):
             return None
         return _elementwise(node, flow)
     if name in COMPLEX_OPS:
