@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, is_fused_attention, is_tensor, op_name
+from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, args_of, is_fused_attention, is_tensor, op_name
 
 #: how many ops a search crosses between scores, normalisation and the value contraction
 _REACH = 16
@@ -43,7 +43,7 @@ def contraction_operands(node: fx.Node) -> list[tuple[fx.Node, int]] | None:
     op contracts over anything but exactly one axis."""
     name = op_name(node)
     if name == "einsum":
-        equation, operands = node.args[0], node.args[1]
+        equation, operands = args_of(node)[0], args_of(node)[1]
         if not isinstance(equation, str) or "->" not in equation or "." in equation or len(operands) != 2:
             return None
         inputs, output = equation.replace(" ", "").split("->")
@@ -54,7 +54,7 @@ def contraction_operands(node: fx.Node) -> list[tuple[fx.Node, int]] | None:
         return [(operands[0], a.index(shared[0])), (operands[1], b.index(shared[0]))]
     if name in CONTRACTION_OPS:
         first = 1 if name == "baddbmm" else 0
-        a, b = node.args[first], node.args[first + 1]
+        a, b = args_of(node)[first], args_of(node)[first + 1]
         if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
             return None
         return [(a, -1), (b, -2)]
@@ -89,21 +89,21 @@ def _normalised_input(node: fx.Node) -> fx.Node | None:
     """The scores a normalisation takes: ``softmax(s)``, or ``e / e.sum(...)``."""
     name = op_name(node)
     if name in SOFTMAX_OPS:
-        return node.args[0] if isinstance(node.args[0], fx.Node) else None
-    if name == "div" and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args):
-        num, den = node.args
-        if op_name(den) == "sum" and den.args[0] is num:
+        return args_of(node)[0] if isinstance(args_of(node)[0], fx.Node) else None
+    if name == "div" and len(args_of(node)) == 2 and all(isinstance(a, fx.Node) for a in args_of(node)):
+        num, den = args_of(node)
+        if op_name(den) == "sum" and args_of(den)[0] is num:
             return num
     return None
 
 
 def _fused_site(node: fx.Node) -> AttentionSite | None:
-    q, k, v = node.args[:3]
+    q, k, v = args_of(node)[:3]
     if not all(isinstance(t, fx.Node) for t in (q, k, v)):
         return None
     out = node
     if not is_tensor(node):  # tuple output: (out, logsumexp, ...)
-        out = next((u for u in node.users if op_name(u) == "getitem" and u.args[1] == 0), node)
+        out = next((u for u in node.users if op_name(u) == "getitem" and args_of(u)[1] == 0), node)
     return AttentionSite(q, k, v, out)
 
 

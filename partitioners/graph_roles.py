@@ -143,9 +143,11 @@ def _as_segments(decision: Decision, n_rows: int) -> list[Segment]:
 def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:
     """A weight read by projections, whole or in row slices (a packed ``in_proj`` split)."""
     placements = {(u.axis, u.batch_axes) for u in uses}
-    if len(placements) != 1 or None in next(iter(placements)):
+    if len(placements) != 1:
         return None
     axis, batch = placements.pop()
+    if axis is None:
+        return None
     if batch:
         return Decision("expert", BlockLayout.rows(axis, batch_axes=batch))
     by_rows: dict[tuple[int, int], set[Decision]] = defaultdict(set)
@@ -179,14 +181,12 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
         return None
     if "embedding" in kinds and kinds <= {"embedding", "project"}:
         axes = {u.axis for u in uses}
-        return (
-            Decision("embedding", BlockLayout.rows(axes.pop()))
-            if len(axes) == 1 and None not in axes
-            else None
-        )
+        axis = axes.pop() if len(axes) == 1 else None
+        return None if axis is None else Decision("embedding", BlockLayout.rows(axis))
     if kinds == {"table"}:
         axes = {u.axis for u in uses}
-        return Decision("position", BlockLayout.rows(axes.pop())) if len(axes) == 1 else None
+        axis = axes.pop() if len(axes) == 1 else None
+        return None if axis is None else Decision("position", BlockLayout.rows(axis))
     if kinds == {"token"}:
         return Decision("token", BlockLayout.tensor())
     if kinds == {"scale"}:

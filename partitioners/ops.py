@@ -207,6 +207,11 @@ SCALAR_ARITH = frozenset({"add", "sub", "mul", "div", "rsub"})
 CONSTANT = "partitioners_constant"
 
 
+def args_of(node: fx.Node) -> tuple[Any, ...]:
+    """``node.args``, typed loosely: what each position holds depends on the op."""
+    return node.args
+
+
 def op_name(node: fx.Node) -> str:
     """``'linear'`` for ``aten.linear.default``, ``'getitem'`` for ``operator.getitem``..."""
     if node.op != "call_function":

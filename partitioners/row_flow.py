@@ -34,6 +34,7 @@ from .ops import (
     MOVE_OPS,
     NORM_OPS,
     SCATTER_OPS,
+    args_of,
     is_tensor,
     op_name,
     shape_of,
@@ -96,8 +97,8 @@ def _resolve(arg: fx.Node, flow: LabelFlow, fresh: bool) -> Any:
     name = op_name(arg)
     if fresh and name in CREATION_OPS:
         flow.labels[arg] = _fill(arg)
-    elif fresh and name in MOVE_OPS and isinstance(arg.args[0], fx.Node):
-        _resolve(arg.args[0], flow, fresh)
+    elif fresh and name in MOVE_OPS and isinstance(args_of(arg)[0], fx.Node):
+        _resolve(args_of(arg)[0], flow, fresh)
         flow.labels[arg] = _run(arg, flow, fresh)
     elif fresh:
         return _fill(arg)
@@ -116,7 +117,7 @@ def _substitute(arg: Any, flow: LabelFlow, fresh: bool = False) -> Any:
 
 def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
     """Run a data-movement op on labels."""
-    args = _substitute(node.args, flow, fresh)
+    args = _substitute(args_of(node), flow, fresh)
     kwargs = _substitute(dict(node.kwargs), flow, fresh)
     name = op_name(node)
     if name == "getitem":
@@ -130,7 +131,7 @@ def _elementwise(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
     out_shape = shape_of(node)
     if out_shape is None:
         return None
-    parts = [flow.labels[a] for a in node.args if isinstance(a, fx.Node) and a in flow.labels]
+    parts = [flow.labels[a] for a in args_of(node) if isinstance(a, fx.Node) and a in flow.labels]
     first = parts[0].broadcast_to(out_shape)
     for other in parts[1:]:
         first = flow.pair(first, other.broadcast_to(out_shape))
@@ -140,10 +141,10 @@ def _elementwise(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
 def _complex(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
     name = op_name(node)
     if name == "view_as_complex":  # (..., 2) real pairs -> (...) complex: the pair is one row group
-        pairs = flow.labels[node.args[0]]
+        pairs = flow.labels[args_of(node)[0]]
         return flow.pair(pairs[..., 0], pairs[..., 1])
     if name == "view_as_real":
-        labels = flow.labels[node.args[0]]
+        labels = flow.labels[args_of(node)[0]]
         return labels.unsqueeze(-1).expand(*labels.shape, 2)
     return _elementwise(node, flow)  # polar / complex(real, imag): elementwise pairing
 
@@ -151,8 +152,8 @@ def _complex(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
 def _write_alias_chain(node: fx.Node) -> list[fx.Node]:
     """``node`` and the tensors it is a view of, down to the base (written through by ``copy_``)."""
     chain = [node]
-    while op_name(chain[-1]) in MOVE_OPS and isinstance(chain[-1].args[0], fx.Node):
-        chain.append(chain[-1].args[0])
+    while op_name(chain[-1]) in MOVE_OPS and isinstance(args_of(chain[-1])[0], fx.Node):
+        chain.append(args_of(chain[-1])[0])
     return chain
 
 
@@ -169,16 +170,16 @@ def _joins_residual_stream(node: fx.Node, flow: LabelFlow) -> bool:
         and a.op == "call_function"
         and CONSTANT not in a.meta
         and shape_of(a) == shape
-        for a in node.args
+        for a in args_of(node)
     )
 
 
 def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     name = op_name(node)
     if name in IDENTITY_OPS:
-        return flow.labels[node.args[0]]
+        return flow.labels[args_of(node)[0]]
     if name in ELEMENTWISE_OPS:
-        if not mixing and sum(isinstance(a, fx.Node) for a in node.args) > 1:
+        if not mixing and sum(isinstance(a, fx.Node) for a in args_of(node)) > 1:
             return None
         if _joins_residual_stream(node, flow):
             return None
@@ -186,21 +187,21 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     if name in COMPLEX_OPS:
         return _complex(node, flow) if mixing else None
     if name in NORM_OPS:  # a per-head q/k norm: each element keeps its row
-        if not mixing or node.args[0] not in flow.labels:
+        if not mixing or args_of(node)[0] not in flow.labels:
             return None
-        labels = flow.labels[node.args[0]]
+        labels = flow.labels[args_of(node)[0]]
         return labels if is_tensor(node) else (labels,)
     if name == "cat":
-        tensors, *rest = node.args
+        tensors, *rest = args_of(node)
         return torch.cat([_resolve(t, flow, fresh=True) for t in tensors], *rest)
     if name in CREATION_OPS:
         return _fill(node)
     if name in SCATTER_OPS:
-        if name == "index_put" and any(i is not None for i in node.args[1]):
+        if name == "index_put" and any(i is not None for i in args_of(node)[1]):
             return None  # data-dependent positions
         return _run(node, flow, fresh=True)
     if name in INPLACE_WRITE_OPS:
-        if name == "index_put_" and any(i is not None for i in node.args[1]):
+        if name == "index_put_" and any(i is not None for i in args_of(node)[1]):
             return None
         _run(node, flow, fresh=True)
         return None  # the base was written in place; its users are queued by the caller
@@ -244,8 +245,8 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
             out = _step(node, flow, mixing)
         except Exception:  # an op the labels can't follow (symbolic size, data-dependent index)
             out = None
-        if op_name(node) in INPLACE_WRITE_OPS and isinstance(node.args[0], fx.Node):
-            for written in _write_alias_chain(node.args[0]):
+        if op_name(node) in INPLACE_WRITE_OPS and isinstance(args_of(node)[0], fx.Node):
+            for written in _write_alias_chain(args_of(node)[0]):
                 if written in flow.labels:
                     enqueue(written.users)
         if out is None:

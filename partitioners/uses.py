@@ -23,6 +23,7 @@ from .ops import (
     SCALAR_ARITH,
     WEIGHT_SLICES,
     WEIGHT_VIEWS,
+    args_of,
     op_name,
     shape_of,
 )
@@ -55,7 +56,7 @@ class Use:
 # ---- following a weight to its consumers -----------------------------------------------------
 def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None:
     """Which parameter axis each axis of ``node`` (a view of a tensor with ``axes``) is."""
-    name, args = op_name(node), node.args
+    name, args = op_name(node), args_of(node)
     nd = len(axes)
     if name in ("t", "numpy_T"):
         return axes[::-1]
@@ -89,7 +90,7 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
 
 def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int, int]]):
     """For a slicing op on a weight view: (output node, axes, windows) of each piece, or ``None``."""
-    name, args = op_name(node), node.args
+    name, args = op_name(node), args_of(node)
     nd = len(axes)
     in_shape = shape_of(args[0])
     if in_shape is None:
@@ -122,8 +123,8 @@ def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int,
         kept = [a for i, a in enumerate(axes) if i != dim] if name == "unbind" else axes
         pieces = []
         for user in node.users:
-            if op_name(user) == "getitem" and isinstance(user.args[1], int):
-                i = user.args[1]
+            if op_name(user) == "getitem" and isinstance(args_of(user)[1], int):
+                i = args_of(user)[1]
                 pieces.append((user, starts[i], starts[i + 1], kept))
     out = []
     axis = axes[dim]
@@ -138,7 +139,7 @@ def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int,
 
 def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
     """``W[ids]`` with an id tensor of two or more axes on axis 0 (a position lookup)."""
-    indices, out_shape = node.args[1], shape_of(node)
+    indices, out_shape = args_of(node)[1], shape_of(node)
     return (
         out_shape is not None
         and len(indices) >= 1
@@ -149,12 +150,12 @@ def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
 
 
 def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:
-    equation = node.args[0].replace(" ", "")
+    equation = args_of(node)[0].replace(" ", "")
     inputs, output = equation.split("->")
     subs = inputs.split(",")
     mine, others = subs[index], "".join(s for i, s in enumerate(subs) if i != index)
     outs = [c for c in mine if c in output and c not in others]
-    batch = tuple(axes[i] for i, c in enumerate(mine) if c in output and c in others and axes[i] is not None)
+    batch = tuple(a for a, c in zip(axes, mine) if c in output and c in others and a is not None)
     if len(outs) != 1 or "." in equation:
         return Use("unknown")
     return Use("project", axes[mine.index(outs[0])], batch, node, output.index(outs[0]))
@@ -162,7 +163,7 @@ def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:
 
 def _matmul_use(node: fx.Node, pos: int, axes: list[int | None], first: int) -> Use:
     """``a @ b`` with the weight at ``pos`` (``first`` is the position of ``a``)."""
-    other = node.args[first + 1 - (pos - first)]
+    other = args_of(node)[first + 1 - (pos - first)]
     if pos == first + 1:  # x @ W: outputs along W's last axis
         axis, out_dim = axes[-1], -1
     else:  # W @ x: outputs along W's rows
@@ -177,9 +178,9 @@ def _from_batched_projection(node: fx.Node) -> bool:
         name = op_name(node)
         if name in BATCHED_PROJECTION_OPS or "grouped_mm" in name:
             return True
-        if not (name in WEIGHT_VIEWS or name in IDENTITY_OPS) or not isinstance(node.args[0], fx.Node):
+        if not (name in WEIGHT_VIEWS or name in IDENTITY_OPS) or not isinstance(args_of(node)[0], fx.Node):
             return False
-        node = node.args[0]
+        node = args_of(node)[0]
     return False
 
 
@@ -191,7 +192,7 @@ def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[int | None], shape
         return Use("scale") if name in ("mul", "div") else Use("shift")
     if name not in ("add", "sub"):
         return Use("unknown")
-    other = next((a for a in user.args if isinstance(a, fx.Node) and a is not node), None)
+    other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
     if other is not None and _from_batched_projection(other):
         return Use("shift")  # a per-expert bias (n_experts, out)
     return Use("table", live[0][1])  # a position table: rows along its first non-feature axis
@@ -206,7 +207,7 @@ def _consumer_use(
     if name == "linear":
         if pos == 1:
             return Use(
-                "project", axes[0], tuple(a for a in axes[1:-1] if a is not None), user, -1, user.args[0]
+                "project", axes[0], tuple(a for a in axes[1:-1] if a is not None), user, -1, args_of(user)[0]
             )
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
@@ -218,7 +219,7 @@ def _consumer_use(
     if "grouped_mm" in name:
         if pos == 1:
             return Use(
-                "project", axes[-1], tuple(a for a in axes[:1] if a is not None), user, -1, user.args[0]
+                "project", axes[-1], tuple(a for a in axes[:1] if a is not None), user, -1, args_of(user)[0]
             )
         return Use("unknown")
     if name in CONV_OPS:
@@ -235,18 +236,21 @@ def _consumer_use(
 
 def _position(user: fx.Node, node: fx.Node) -> int:
     """Where ``node`` is among ``user``'s arguments; einsum operands count from 1; -1 if nested."""
-    if node in user.args:
-        return user.args.index(node)
-    if op_name(user) == "einsum" and node in user.args[1]:
-        return 1 + list(user.args[1]).index(node)
+    if node in args_of(user):
+        return args_of(user).index(node)
+    if op_name(user) == "einsum" and node in args_of(user)[1]:
+        return 1 + list(args_of(user)[1]).index(node)
     return -1
+
+
+#: a weight view: its node, the parameter axis of each of its axes, the rows each slice holds
+_Item = tuple[fx.Node, list[int | None], dict[int, tuple[int, int]]]
 
 
 def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
     """Every consumer of a parameter, seen through the views and slices taken of it."""
     uses: list[Use] = []
-    Item = tuple[fx.Node, list[int | None], dict[int, tuple[int, int]]]
-    stack: list[Item] = [(placeholder, list(range(len(shape))), {})]
+    stack: list[_Item] = [(placeholder, list(range(len(shape))), {})]
     while stack:
         node, axes, windows = stack.pop()
         for user in node.users:
@@ -254,7 +258,7 @@ def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
             if name == "_assert_tensor_metadata":
                 continue
             pos = _position(user, node)
-            others = [a for a in user.args if isinstance(a, fx.Node) and a is not node]
+            others = [a for a in args_of(user) if isinstance(a, fx.Node) and a is not node]
             if (
                 name in IDENTITY_OPS
                 or name in ("contiguous", "clone")
