@@ -138,15 +138,15 @@ def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int,
 
 
 def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
-    """``W[ids]`` with an id tensor of two or more axes on axis 0 (a position lookup)."""
+    """``W[ids]`` on axis 0 that reads a table: ids with two or more axes (positions per token),
+    or a fixed index buffer (a relative-position table's lookup pattern). Expert weights are
+    indexed by ids computed from the routing instead."""
     indices, out_shape = args_of(node)[1], shape_of(node)
-    return (
-        out_shape is not None
-        and len(indices) >= 1
-        and isinstance(indices[0], fx.Node)
-        and all(i is None for i in indices[1:])
-        and len(out_shape) > ndim
-    )
+    if out_shape is None or not indices or not isinstance(indices[0], fx.Node):
+        return False
+    if any(i is not None for i in indices[1:]):
+        return False
+    return len(out_shape) > ndim or indices[0].op == "placeholder"
 
 
 def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:

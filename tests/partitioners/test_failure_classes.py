@@ -341,6 +341,28 @@ def test_tables_expert_biases_scalars_and_tokens():
     assert mismatches(plan, expected) == {}
 
 
+class RelativePositionBias(nn.Module):
+    """A relative-position table read through a fixed index buffer, added to the scores."""
+
+    def __init__(self, T: int = 5):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(C, C, bias=False) for _ in range(3))
+        self.table = nn.Parameter(torch.zeros(2 * T - 1, H))
+        pos = torch.arange(T)
+        self.register_buffer("index", (pos[:, None] - pos[None, :] + T - 1).flatten(), persistent=False)
+
+    def forward(self, x):
+        T = x.shape[1]
+        q, k, v = (split_heads(p(x), H) for p in (self.q, self.k, self.v))
+        bias = self.table[self.index].view(T, T, H).permute(2, 0, 1)
+        return merge_heads(((q @ k.transpose(-2, -1)) + bias).softmax(-1) @ v)
+
+
+def test_table_read_through_an_index_buffer():
+    plan, _ = read(RelativePositionBias())
+    assert mismatches(plan, {**QKV, "table": rows(0)}) == {}
+
+
 # ---- containment ----------------------------------------------------------------------------------
 class RaisesHalfway(nn.Module):
     def __init__(self):
