@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from .ops import CONSTANT
@@ -144,6 +145,34 @@ class _TensorOutputs(nn.Module):
         return tuple(tensor_leaves(self.model(*args, **kwargs)))
 
 
+# ---- list indices as slices ---------------------------------------------------------------------
+def _as_slice(index: Any) -> Any:
+    """``[a, a+1, ..., b]`` (ints of one sign) as ``slice(a, b+1)``; anything else as it is."""
+    if isinstance(index, list) and index and all(type(i) is int for i in index):
+        first, last = index[0], index[-1]
+        if all(i == first + k for k, i in enumerate(index)) and (first < 0) == (last < 0):
+            return slice(first, None if last == -1 else last + 1)
+    return index
+
+
+class ListIndexAsSlice(TorchFunctionMode):
+    """Traces ``x[..., [-2], :]`` as the equal ``x[..., -2:-1, :]``.
+
+    A list index becomes a constant index tensor, and on meta its values are gone, so the rows it
+    picks (Falcon's key and value heads) could not be followed; a slice keeps them. Only a single
+    list of consecutive ints is rewritten (two lists index pairwise, not as a product).
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__getitem__ and len(args) == 2:
+            index = args[1]
+            if isinstance(index, tuple) and sum(isinstance(i, list) for i in index) == 1:
+                args = (args[0], tuple(_as_slice(i) for i in index))
+            elif isinstance(index, list):
+                args = (args[0], _as_slice(index))
+        return func(*args, **(kwargs or {}))
+
+
 # ---- the two tracers ---------------------------------------------------------------------------
 _PREFIX = "model."
 
@@ -215,7 +244,8 @@ def trace(
             wrapper = _TensorOutputs(copy_, args, kwargs)
             for method, tracer in TRACERS:
                 try:
-                    graph, params = tracer(wrapper, wrapper.inputs(), {})
+                    with ListIndexAsSlice():
+                        graph, params = tracer(wrapper, wrapper.inputs(), {})
                 except Exception as err:
                     errors.append(
                         f"{method}{' (collapsed)' if collapsed else ''}: {type(err).__name__}: {str(err)[:300]}"

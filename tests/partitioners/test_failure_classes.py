@@ -158,6 +158,21 @@ class EinsumAttention(nn.Module):
         return torch.einsum("bhqk,bkhd->bqhd", probs, v).reshape(B, T, C)
 
 
+class ListIndexedHeads(nn.Module):
+    """Falcon-style MQA: the fused output viewed as H+2 heads; k and v picked with ``[..., [-2], :]``."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(C, C + 2 * D, bias=False)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        fused = self.qkv(x).view(B, T, H + 2, D)
+        q, k, v = fused[..., :-2, :], fused[..., [-2], :], fused[..., [-1], :]
+        k, v = (t.expand(B, T, H, D).transpose(1, 2) for t in (k, v))
+        return merge_heads(F.scaled_dot_product_attention(q.transpose(1, 2), k, v))
+
+
 QKV = {"q.weight": heads(D), "k.weight": heads(D), "v.weight": rows()}
 ROW_MOVEMENTS = [
     (TransposedStorage, X, {"wq": heads(D), "wk": heads(D), "v.weight": rows()}),
@@ -179,6 +194,7 @@ ROW_MOVEMENTS = [
     (ComplexRotary, X, QKV),
     (SequenceFirst, (torch.Size([5, 2, C]),), {**QKV, "q.bias": EACH}),
     (EinsumAttention, X, QKV),
+    (ListIndexedHeads, X, {"qkv.weight": BlockLayout.segmented([(C, D, "q"), (D, D, "k"), (D, 1, "v")])}),
 ]
 
 
