@@ -14,13 +14,12 @@ import contextlib
 import copy
 import dataclasses
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from .ops import CONSTANT
@@ -155,22 +154,33 @@ def _as_slice(index: Any) -> Any:
     return index
 
 
-class ListIndexAsSlice(TorchFunctionMode):
+def _getitem_with_slices(getitem: Callable[..., Any]) -> Callable[..., Any]:
+    def getitem_(self: torch.Tensor, index: Any) -> Any:
+        if isinstance(index, tuple) and sum(isinstance(i, list) for i in index) == 1:
+            index = tuple(_as_slice(i) for i in index)
+        elif isinstance(index, list):
+            index = _as_slice(index)
+        return getitem(self, index)
+
+    return getitem_
+
+
+@contextlib.contextmanager
+def list_index_as_slice() -> Iterator[None]:
     """Traces ``x[..., [-2], :]`` as the equal ``x[..., -2:-1, :]``.
 
     A list index becomes a constant index tensor, and on meta its values are gone, so the rows it
     picks (Falcon's key and value heads) could not be followed; a slice keeps them. Only a single
-    list of consecutive ints is rewritten (two lists index pairwise, not as a product).
+    list of consecutive ints is rewritten (two lists index pairwise, not as a product). Patching
+    ``Tensor.__getitem__`` for the trace costs nothing elsewhere (a torch-function mode would
+    see every call).
     """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is torch.Tensor.__getitem__ and len(args) == 2:
-            index = args[1]
-            if isinstance(index, tuple) and sum(isinstance(i, list) for i in index) == 1:
-                args = (args[0], tuple(_as_slice(i) for i in index))
-            elif isinstance(index, list):
-                args = (args[0], _as_slice(index))
-        return func(*args, **(kwargs or {}))
+    original = torch.Tensor.__getitem__
+    torch.Tensor.__getitem__ = _getitem_with_slices(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.__getitem__ = original  # type: ignore[method-assign]
 
 
 # ---- the two tracers ---------------------------------------------------------------------------
@@ -244,7 +254,7 @@ def trace(
             wrapper = _TensorOutputs(copy_, args, kwargs)
             for method, tracer in TRACERS:
                 try:
-                    with ListIndexAsSlice():
+                    with list_index_as_slice():
                         graph, params = tracer(wrapper, wrapper.inputs(), {})
                 except Exception as err:
                     errors.append(
