@@ -45,6 +45,7 @@ MOVE_OPS = frozenset(
         "view_as",
         "expand_as",
         "broadcast_to",
+        "stack",
         "getitem",
         "contiguous",
         "clone",

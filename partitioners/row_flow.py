@@ -49,6 +49,8 @@ class LabelFlow:
     """Labels (row numbers, -1 for none) of every node reached from a start node."""
 
     labels: dict[fx.Node, Any] = field(default_factory=dict)
+    #: position in the graph of the node the labels start at (nodes before it can't carry them)
+    start: int = 0
     #: rows that met in one element (rotary), as ``a << 32 | b``: they belong to one block
     merged: list[torch.Tensor] = field(default_factory=list)
 
@@ -228,7 +230,7 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
     what "this tensor *is* that projection's output" means (output head, attention output).
     """
     order = _node_order(start.graph)
-    flow = LabelFlow({start: labels})
+    flow = LabelFlow({start: labels}, order[start])
     heap = [(order[u], id(u), u) for u in start.users]
     heapq.heapify(heap)
     queued = set(start.users)

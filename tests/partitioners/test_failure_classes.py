@@ -173,6 +173,25 @@ class ListIndexedHeads(nn.Module):
         return merge_heads(F.scaled_dot_product_attention(q.transpose(1, 2), k, v))
 
 
+class PartialRotaryEveryTwo(nn.Module):
+    """GPT-J rotary on the first half of each head, pairs interleaved (``stack`` then ``flatten``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(C, C, bias=False) for _ in range(3))
+
+    def rotate(self, t):  # (B, T, H, D)
+        rot, rest = t[..., : D // 2], t[..., D // 2 :]
+        turned = torch.stack((-rot[..., 1::2], rot[..., ::2]), dim=-1).flatten(-2)
+        angle = torch.arange(t.shape[1], dtype=t.dtype, device=t.device)[:, None, None]
+        return torch.cat([rot * angle.cos() + turned * angle.sin(), rest], dim=-1)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k = (self.rotate(p(x).view(B, T, H, D)).transpose(1, 2) for p in (self.q, self.k))
+        return merge_heads(F.scaled_dot_product_attention(q, k, split_heads(self.v(x), H)))
+
+
 QKV = {"q.weight": heads(D), "k.weight": heads(D), "v.weight": rows()}
 ROW_MOVEMENTS = [
     (TransposedStorage, X, {"wq": heads(D), "wk": heads(D), "v.weight": rows()}),
@@ -192,6 +211,7 @@ ROW_MOVEMENTS = [
         },
     ),
     (ComplexRotary, X, QKV),
+    (PartialRotaryEveryTwo, X, QKV),
     (SequenceFirst, (torch.Size([5, 2, C]),), {**QKV, "q.bias": EACH}),
     (EinsumAttention, X, QKV),
     (ListIndexedHeads, X, {"qkv.weight": BlockLayout.segmented([(C, D, "q"), (D, D, "k"), (D, 1, "v")])}),
