@@ -3,13 +3,16 @@
 Methods, most to least trustworthy, each taking the parameters the previous one couldn't decide:
 
 1. ``export`` / ``fx``: trace a meta copy (:mod:`.trace`) and read each parameter's role from the
-   ops that consume it (:mod:`.graph_roles`, :mod:`.row_flow`). A parameter the graph uses in a
-   way it can't explain gets one block for the whole tensor (role ``other``).
-2. ``structure``: module types and shapes (:mod:`.structure`), for parameters the forward never
-   used or when it couldn't be traced.
+   ops that consume it (:mod:`.uses`, :mod:`.graph_roles`, :mod:`.row_flow`, :mod:`.attention`).
+   A parameter the graph uses in a way it can't explain gets one block for the whole tensor
+   (role ``other``). If the whole model can't be traced, each submodule the forward reached is
+   traced on its own (:mod:`.read_graph`; ``decided_by`` then names it: ``export (layers.1)``).
+2. ``structure``: module types and shapes (:mod:`.structure`), for parameters no trace read.
 3. ``names``: the official name rules (:mod:`.names`), last.
 
-One warning names every parameter that the graph didn't decide. Rules
+No exception escapes. One warning names every module that couldn't be traced (with the reason),
+every parameter the graph didn't decide (with its fallback), and every projection feeding a
+query or key whose heads couldn't be read. Rules
 (:func:`~partitioners.overrides.apply_overrides`) go on top; a pinned plan skips tracing.
 """
 
@@ -26,7 +29,7 @@ from torch import nn
 from .layout import BlockLayout
 from .names import name_partition
 from .overrides import RuleLike, apply_overrides
-from .plan import PartitionPlan, PlanEntry, load_plan
+from .plan import Decision, PartitionPlan, PlanEntry, load_plan
 from .read_graph import GraphPass, graph_pass
 from .structure import structure_decisions
 
@@ -96,6 +99,8 @@ def _plan_from(model: nn.Module, named: list[tuple[str, torch.Tensor]], graph: G
     for name, p in named:
         shape = tuple(p.shape)
         decision, method = graph.decisions.get(name, (None, ""))
+        if decision is not None and not _fits(decision, shape):
+            decision = None  # a layout read for another shape (a traced copy that differs)
         if method and decision is None:
             entries.append((name, PlanEntry(shape, "other", BlockLayout.tensor(), method)))
             if name not in graph.heads_unread:
@@ -113,6 +118,14 @@ def _plan_from(model: nn.Module, named: list[tuple[str, torch.Tensor]], graph: G
     heads = sorted(n for n in graph.heads_unread if n in dict(named))
     _warn(graph.failures, unexplained, heads, fallen_back)
     return PartitionPlan(entries)
+
+
+def _fits(decision: Decision, shape: tuple[int, ...]) -> bool:
+    try:
+        decision.layout.check(shape)
+    except ValueError:
+        return False
+    return True
 
 
 def _warn(failures: list[str], unexplained: list[str], heads: list[str], fallen_back: list[str]) -> None:
