@@ -5,11 +5,11 @@ the graph partitioner, ``apply_overrides`` for rules on top, and ``name_partitio
 official name rules.
 """
 
-from .auto import PartitionWarning, auto_partition, load_plan
+from .auto import PartitionWarning, auto_partition
 from .layout import BlockLayout, Segment
 from .names import name_partition
 from .overrides import Rule, apply_overrides
-from .plan import PartitionPlan, PlanEntry, PlanMismatchError
+from .plan import PartitionPlan, PlanEntry, PlanMismatchError, load_plan
 
 __all__ = [
     "BlockLayout",

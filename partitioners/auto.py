@@ -3,13 +3,16 @@
 Methods, most to least trustworthy, each taking the parameters the previous one couldn't decide:
 
 1. ``export`` / ``fx``: trace a meta copy (:mod:`.trace`) and read each parameter's role from the
-   ops that consume it (:mod:`.graph_roles`, :mod:`.row_flow`). A parameter the graph uses in a
-   way it can't explain gets one block for the whole tensor (role ``other``).
-2. ``structure``: module types and shapes (:mod:`.structure`), for parameters the forward never
-   used or when it couldn't be traced.
+   ops that consume it (:mod:`.uses`, :mod:`.graph_roles`, :mod:`.row_flow`, :mod:`.attention`).
+   A parameter the graph uses in a way it can't explain gets one block for the whole tensor
+   (role ``other``). If the whole model can't be traced, each submodule the forward reached is
+   traced on its own (:mod:`.read_graph`; ``decided_by`` then names it: ``export (layers.1)``).
+2. ``structure``: module types and shapes (:mod:`.structure`), for parameters no trace read.
 3. ``names``: the official name rules (:mod:`.names`), last.
 
-One warning names every parameter that the graph didn't decide. Rules
+No exception escapes. One warning names every module that couldn't be traced (with the reason),
+every parameter the graph didn't decide (with its fallback), and every projection feeding a
+query or key whose heads couldn't be read. Rules
 (:func:`~partitioners.overrides.apply_overrides`) go on top; a pinned plan skips tracing.
 """
 
@@ -23,27 +26,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .graph_roles import Decision, graph_decisions
 from .layout import BlockLayout
 from .names import name_partition
 from .overrides import RuleLike, apply_overrides
-from .plan import PartitionPlan, PlanEntry
+from .plan import Decision, PartitionPlan, PlanEntry, load_plan
+from .read_graph import GraphPass, graph_pass
 from .structure import structure_decisions
-from .trace import TraceError, trace
+
+#: ``decided_by`` of an entry read from the graph (a re-traced submodule adds its name after a space)
+GRAPH_METHODS = ("export", "fx")
 
 
 class PartitionWarning(UserWarning):
     """Some parameters were not decided by the operator graph."""
-
-
-def load_plan(plan: PartitionPlan | str | Path) -> PartitionPlan:
-    """A plan object as is, or read from a YAML file path (errors name the file)."""
-    if isinstance(plan, PartitionPlan):
-        return plan
-    path = Path(plan).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"partition plan file {str(plan)!r} does not exist")
-    return PartitionPlan.from_yaml(path.read_text(), source=str(plan))
 
 
 def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
@@ -53,23 +48,6 @@ def _name_rule(name: str, p: torch.Tensor) -> PlanEntry:
         return name_partition([(name, p)], dim=width, n_heads=width)[name]
     except ValueError:
         return PlanEntry(tuple(p.shape), "other", BlockLayout.tensor(), "names")
-
-
-def _graph_pass(
-    model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs: dict[str, Any] | None, collapse: bool
-) -> tuple[dict[str, tuple[Decision | None, str]], str | None]:
-    """Decisions by user-model name, with the method; and why tracing failed, if it did."""
-    try:
-        traced = trace(model, example_inputs, example_kwargs, collapse)
-    except TraceError as err:
-        return {}, str(err)
-    decisions, _ = graph_decisions(traced.graph, traced.params, traced.shapes)
-    out = {}
-    for name, _p in model.named_parameters():
-        key = traced.rename(name)
-        if key in decisions:
-            out[name] = (decisions[key], traced.method)
-    return out, None
 
 
 def auto_partition(
@@ -100,43 +78,71 @@ def auto_partition(
         result = load_plan(plan)
         result.check_params(named)
     else:
-        graph, failure = (
-            ({}, "no example_inputs or example_kwargs given")
+        graph = (
+            GraphPass(failures=["<model>: no example_inputs or example_kwargs given"])
             if example_inputs is None and not example_kwargs
-            else _graph_pass(model, tuple(example_inputs or ()), example_kwargs, collapse_repeats)
+            else graph_pass(model, tuple(example_inputs or ()), example_kwargs, collapse_repeats)
         )
-        structure = structure_decisions(model)
-        entries, unexplained, fallen_back = [], [], []
-        for name, p in named:
-            shape = tuple(p.shape)
-            decision, method = graph.get(name, (None, ""))
-            if method and decision is None:
-                entries.append((name, PlanEntry(shape, "other", BlockLayout.tensor(), method)))
-                unexplained.append(name)
-            elif decision is not None:
-                entries.append((name, PlanEntry(shape, decision.role, decision.layout, method)))
-            elif name in structure:
-                d = structure[name]
-                entries.append((name, PlanEntry(shape, d.role, d.layout, "structure")))
-                fallen_back.append(f"{name} (structure)")
-            else:
-                entry = _name_rule(name, p)
-                entries.append((name, entry))
-                fallen_back.append(f"{name} (names: {entry.role})")
-        result = PartitionPlan(entries)
-        _warn(failure, unexplained, fallen_back)
+        result = _plan_from(model, named, graph)
     if overrides is not None:
         result = apply_overrides(result, overrides, model)
     return result
 
 
-def _warn(failure: str | None, unexplained: list[str], fallen_back: list[str]) -> None:
-    if not unexplained and not fallen_back:
+def _plan_from(model: nn.Module, named: list[tuple[str, torch.Tensor]], graph: GraphPass) -> PartitionPlan:
+    """Graph decisions first, then module structure, then name rules; warns about the rest."""
+    try:
+        structure = structure_decisions(model)
+    except Exception:  # a module type whose attributes aren't what they usually are
+        structure = {}
+    entries, unexplained, fallen_back = [], [], []
+    for name, p in named:
+        shape = tuple(p.shape)
+        decision, method = graph.decisions.get(name, (None, ""))
+        if decision is not None and not _fits(decision, shape):
+            decision = None  # a layout read for another shape (a traced copy that differs)
+        if method and decision is None:
+            entries.append((name, PlanEntry(shape, "other", BlockLayout.tensor(), method)))
+            if name not in graph.heads_unread:
+                unexplained.append(name)
+        elif decision is not None:
+            entries.append((name, PlanEntry(shape, decision.role, decision.layout, method)))
+        elif name in structure:
+            d = structure[name]
+            entries.append((name, PlanEntry(shape, d.role, d.layout, "structure")))
+            fallen_back.append(f"{name} (structure)")
+        else:
+            entry = _name_rule(name, p)
+            entries.append((name, entry))
+            fallen_back.append(f"{name} (names: {entry.role})")
+    heads = sorted(n for n in graph.heads_unread if n in dict(named))
+    _warn(graph.failures, unexplained, heads, fallen_back)
+    return PartitionPlan(entries)
+
+
+def _fits(decision: Decision, shape: tuple[int, ...]) -> bool:
+    try:
+        decision.layout.check(shape)
+    except ValueError:
+        return False
+    return True
+
+
+def _warn(failures: list[str], unexplained: list[str], heads: list[str], fallen_back: list[str]) -> None:
+    if not (unexplained or heads or fallen_back):
         return
     lines = []
-    if failure:
-        reason = (failure.splitlines()[1:] or [failure])[0].strip()
-        lines.append(f"the forward could not be traced ({reason}); fell back for all parameters")
+    for failure in failures:
+        module, _, reason = failure.partition(": ")
+        what = "the model" if module == "<model>" else f"module {module}"
+        lines.append(f"{what} could not be traced ({reason})")
+    if failures:
+        lines.append("its parameters that no submodule trace could read fall back (listed below)")
+    if heads:
+        lines.append(
+            "these feed the query or key side of an attention whose heads could not be read, "
+            "one block each: " + ", ".join(heads)
+        )
     if unexplained:
         lines.append(
             "the graph uses these in ways it can't explain, one block each: " + ", ".join(unexplained)

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .auto import auto_partition
+from .auto import GRAPH_METHODS, auto_partition
+from .plan import PartitionPlan
 
 
 def _from_factory(spec: str) -> tuple[nn.Module, tuple[Any, ...] | None]:
@@ -101,7 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--yaml", type=Path, help="also write the plan to this YAML file")
     parser.add_argument("--rules", type=Path, help="YAML file of override rules applied on top")
     parser.add_argument("--no-collapse", action="store_true", help="trace every repeated block")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 if any parameter was not read from the graph (fallbacks, "
+        "unexplained uses); parameters pinned by --rules count as decided",
+    )
     return parser
+
+
+def not_read_from_graph(plan: PartitionPlan) -> list[str]:
+    """Parameters that a fallback decided, or that the graph used in a way it couldn't explain."""
+    return [
+        name
+        for name, entry in plan.items()
+        if entry.decided_by != "rule"
+        and (entry.decided_by.split(" ")[0] not in GRAPH_METHODS or entry.role == "other")
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.yaml:
         args.yaml.write_text(plan.to_yaml())
         print(f"wrote {args.yaml}", file=sys.stderr)
+    missed = not_read_from_graph(plan) if args.strict else []
+    if missed:
+        print(
+            f"lam-partition --strict: {len(missed)} not read from the graph: {', '.join(missed)}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

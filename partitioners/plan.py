@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,28 +18,22 @@ import yaml
 
 from .layout import BlockLayout
 
-#: Roles a partitioner may assign (free text is allowed; these are the ones we produce).
-ROLES = (
-    "embedding",  # lookup table: one block per token row
-    "output",  # projection producing the logits: one block per token row
-    "query",
-    "key",
-    "value",
-    "qkv",  # fused projection with segments
-    "attn_out",
-    "linear",  # MLP and other linear maps
-    "expert",  # 3-D mixture-of-experts weights
-    "conv",
-    "norm",  # multiplicative 1-D scale
-    "bias",  # additive 1-D parameter
-    "other",  # not explained by the graph
-)
-
 #: Columns of the plan table (:meth:`PartitionPlan.rows`).
 COLUMNS = ("param", "shape", "role", "layout", "#blocks", "decided-by")
 
-#: Methods that can decide an entry, most to least trustworthy.
-METHODS = ("export", "fx", "structure", "names", "rule", "manual")
+
+@dataclass(frozen=True)
+class Decision:
+    """A role and a layout, before the shape and the deciding method make a :class:`PlanEntry`."""
+
+    role: str
+    layout: BlockLayout
+
+
+#: A convolution weight is one block per tensor: that trained at least as well as one block per
+#: output channel in benchmarks/conv_blocks.py (figures in the README); an override
+#: (``layout: {kind: rows, axis: 0}``) gives the other.
+CONV_LAYOUT = BlockLayout.tensor()
 
 
 @dataclass(frozen=True)
@@ -273,3 +268,13 @@ class PartitionPlan(Mapping[str, PlanEntry]):
 
     def __repr__(self) -> str:
         return f"PartitionPlan(<{self.summary()}>)"
+
+
+def load_plan(plan: PartitionPlan | str | Path) -> PartitionPlan:
+    """A plan object as is, or read from a YAML file path (errors name the file)."""
+    if isinstance(plan, PartitionPlan):
+        return plan
+    path = Path(plan).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"partition plan file {str(plan)!r} does not exist")
+    return PartitionPlan.from_yaml(path.read_text(), source=str(plan))

@@ -2,36 +2,58 @@
 
 Tracing costs about a millisecond per operator, so an 80-layer model spends almost all of it
 re-tracing the same layer. Inside a ``ModuleList`` or ``Sequential`` (of a *meta copy*), a run of
-three or more consecutive siblings with the same structure (class, parameter and buffer names,
-shapes, dtypes, ``requires_grad``, submodule classes and plain settings) and no parameter shared outside itself is cut
-to its first and last member. The first stands for the middle ones; the last keeps whatever the
+three or more consecutive siblings that are provably the same (module classes throughout the
+subtree, parameter and buffer names, shapes, dtypes, ``requires_grad``, and every non-parameter
+attribute: layer type, sliding window, ``is_causal``; objects only if shared) and share no
+parameter outside themselves is cut to its first and last member. The first stands for the middle ones; the last keeps whatever the
 end of the run feeds (an output head after a stack of linears sees the last one only). The
 returned ``rename`` maps a parameter name of the full model to its name in the collapsed copy.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from torch import nn
 
 _Signature = tuple
 
 
-_SIMPLE = (bool, int, float, str, type(None))
+_SIMPLE = (bool, int, float, str, type(None), torch.dtype, torch.device)
+
+
+def _value(value: Any, depth: int = 0) -> Any:
+    """A comparable stand-in for an attribute: plain values as they are, containers and
+    dataclasses by content, tensors by shape and dtype, any other object by identity (a config
+    object shared by all layers is the same; two different objects never prove equal)."""
+    if isinstance(value, _SIMPLE):
+        return value
+    if depth < 4 and isinstance(value, (list, tuple)):
+        return (type(value), tuple(_value(v, depth + 1) for v in value))
+    if depth < 4 and isinstance(value, dict):
+        return (dict, tuple(sorted(((repr(k), _value(v, depth + 1)) for k, v in value.items()))))
+    if isinstance(value, enum.Enum):
+        return (type(value), value.value)
+    if isinstance(value, torch.Tensor):
+        return (torch.Tensor, tuple(value.shape), value.dtype)
+    if depth < 4 and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = tuple((f.name, _value(getattr(value, f.name), depth + 1)) for f in dataclasses.fields(value))
+        return (type(value), fields)
+    return ("object", id(value))
 
 
 def _settings(module: nn.Module) -> tuple:
-    """Plain attributes of a module (head counts, strides, layer index...)."""
-    out = []
-    for name, value in sorted(vars(module).items()):
-        if name.startswith("_") or not isinstance(value, (*_SIMPLE, tuple)):
-            continue
-        if isinstance(value, tuple) and not all(isinstance(v, _SIMPLE) for v in value):
-            continue
-        out.append((name, value))
-    return tuple(out)
+    """Every non-parameter attribute of a module (head counts, windows, flags, configs...)."""
+    return tuple(
+        (name, _value(value))
+        for name, value in sorted(vars(module).items())
+        if not name.startswith("_") and name != "training"
+    )
 
 
 def _signature(module: nn.Module) -> _Signature:

@@ -1,11 +1,13 @@
 """Follow a projection's output rows through data movement to attention inputs.
 
 The projection's output is replaced by an *index* tensor: every element holds the number of the
-weight row that produced it. The graph's data-movement ops (view, reshape, transpose, permute,
-split, chunk, unbind, select, slice, cat, expand, rotary's ``x*cos + rotate_half(x)*sin``...) are
-re-run on that tensor, so at an attention input ``(..., heads, T, head_dim)`` each head's slice
-holds exactly the rows that feed that head. Elementwise ops with an unlabelled operand keep the
-labels; when two labelled tensors meet (rotary), the rows they pair are merged into one group.
+weight row that produced it (-1: no row). The graph's data-movement ops (:data:`~.ops.MOVE_OPS`:
+views, splits, slices, cat, expand, repeat...), writes into fresh tensors (``new_empty`` then
+``copy_`` into slices, ``slice_scatter``), complex views and rotary's ``x*cos + rotate_half(x)*sin``
+are re-run on that tensor, so at an attention input each head's slice holds exactly the rows that
+feed that head. Elementwise ops with an unlabelled operand keep the labels; when two labelled
+tensors meet (rotary, a complex pair), the rows they pair are merged into one group. An op that
+can't be re-run (a symbolic size, a data-dependent index) ends the flow there.
 """
 
 from __future__ import annotations
@@ -13,273 +15,211 @@ from __future__ import annotations
 import heapq
 import operator
 import warnings
-from collections.abc import Iterable
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+from .attention import AttentionSite
+from .ops import (
+    COMPLEX_OPS,
+    CONSTANT,
+    CREATION_OPS,
+    ELEMENTWISE_OPS,
+    IDENTITY_OPS,
+    INPLACE_WRITE_OPS,
+    MOVE_OPS,
+    NORM_OPS,
+    SCATTER_OPS,
+    args_of,
+    is_tensor,
+    op_name,
+    shape_of,
+)
 
 #: label tensors larger than this are not materialized (the flow stops there)
 MAX_LABELS = 1 << 26
 
-#: run on the label tensor as they are
-MOVE_OPS = frozenset(
-    {
-        "view",
-        "reshape",
-        "_unsafe_view",
-        "transpose",
-        "t",
-        "permute",
-        "unsqueeze",
-        "squeeze",
-        "expand",
-        "slice",
-        "select",
-        "split",
-        "split_with_sizes",
-        "chunk",
-        "unbind",
-        "narrow",
-        "unflatten",
-        "flatten",
-        "movedim",
-        "repeat",
-        "repeat_interleave",
-        "numpy_T",
-        "view_as",
-        "expand_as",
-        "getitem",
-        "contiguous",
-        "clone",
-    }
-)
-#: return their (first) input's labels
-IDENTITY_OPS = frozenset(
-    {
-        "alias",
-        "detach",
-        "detach_",
-        "to",
-        "_to_copy",
-        "type_as",
-        "dropout",
-        "lift_fresh_copy",
-        "_to_dim_order_copy",
-        "feature_dropout",
-        "native_dropout",
-    }
-)
-#: elementwise: labels broadcast from the labelled operands
-ELEMENTWISE_OPS = frozenset(
-    {
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "neg",
-        "add_",
-        "mul_",
-        "div_",
-        "sub_",
-        "rsub",
-    }
-)
-MATMUL_OPS = frozenset({"matmul", "bmm", "baddbmm"})
-SOFTMAX_OPS = frozenset({"softmax", "_softmax", "_safe_softmax", "log_softmax"})
-#: ops between q@k^T and softmax, and between softmax and @v (scale, mask, dropout, casts)
-SCORE_OPS = (
-    IDENTITY_OPS
-    | ELEMENTWISE_OPS
-    | frozenset(
-        {
-            "masked_fill",
-            "where",
-            "clamp",
-            "tanh",
-            "view",
-            "reshape",
-            "_unsafe_view",
-            "contiguous",
-            "expand",
-            "clone",
-            "softcap",
-        }
-    )
-)
 
-
-def op_name(node: fx.Node) -> str:
-    """``'linear'`` for ``aten.linear.default``, ``'getitem'`` for ``operator.getitem``..."""
-    if node.op != "call_function":
-        return ""
-    if node.target is operator.getitem:
-        return "getitem"
-    return getattr(node.target, "_opname", getattr(node.target, "__name__", str(node.target)))
-
-
-def shape_of(node: Any) -> tuple[int, ...] | None:
-    val = node.meta.get("val") if isinstance(node, fx.Node) else None
-    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else None
-
-
-@dataclass
-class AttentionSite:
-    """One attention: its query, key, value inputs and its output node.
-
-    ``key_transposed``: the key node holds ``k^T`` (hand-written ``q @ k.transpose(-2, -1)``).
-    """
-
-    query: fx.Node
-    key: fx.Node
-    value: fx.Node
-    output: fx.Node
-    key_transposed: bool = False
-
-
-def _tensor_args(node: fx.Node) -> list[fx.Node]:
-    return [a for a in node.all_input_nodes if shape_of(a) is not None]
-
-
-def _walk(node: fx.Node, ops: frozenset[str], forward: bool, depth: int = 8) -> Iterable[fx.Node]:
-    """Nodes reachable from ``node`` through ``ops`` (inclusive of the first node outside them)."""
-    frontier = [node]
-    seen = {node}
-    for _ in range(depth):
-        nxt = []
-        for n in frontier:
-            for m in n.users if forward else _tensor_args(n):
-                if m in seen:
-                    continue
-                seen.add(m)
-                yield m
-                if op_name(m) in ops:
-                    nxt.append(m)
-        frontier = nxt
-
-
-def _first(matmul: fx.Node) -> int:
-    """Position of the first matrix operand (``baddbmm`` takes the added tensor first)."""
-    return 1 if op_name(matmul) == "baddbmm" else 0
-
-
-def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
-    """Every ``scaled_dot_product_attention`` and every hand-written ``softmax(q @ k^T) @ v``."""
-    sites = []
-    for node in graph.nodes:
-        name = op_name(node)
-        if name == "scaled_dot_product_attention" or name.startswith("_scaled_dot_product"):
-            q, k, v = node.args[:3]
-            out = node
-            if name != "scaled_dot_product_attention":  # tuple output: (out, logsumexp, ...)
-                out = next((u for u in node.users if op_name(u) == "getitem" and u.args[1] == 0), node)
-            sites.append(AttentionSite(q, k, v, out))
-        elif name in SOFTMAX_OPS:
-            scores = next(
-                (m for m in _walk(node, SCORE_OPS, forward=False) if op_name(m) in MATMUL_OPS), None
-            )
-            probs = {node} | {m for m in _walk(node, SCORE_OPS, forward=True) if op_name(m) in SCORE_OPS}
-            mix = next(
-                (
-                    u
-                    for p in probs
-                    for u in p.users
-                    if op_name(u) in MATMUL_OPS and u.args[_first(u)] in probs
-                ),
-                None,
-            )
-            if scores is None or mix is None:
-                continue
-            q = _first(scores)
-            sites.append(
-                AttentionSite(scores.args[q], scores.args[q + 1], mix.args[_first(mix) + 1], mix, True)
-            )
-    return sites
-
-
-# ---- label propagation ------------------------------------------------------------------------
 @dataclass
 class LabelFlow:
     """Labels (row numbers, -1 for none) of every node reached from a start node."""
 
     labels: dict[fx.Node, Any] = field(default_factory=dict)
-    #: pairs of rows that met in one element (rotary): they belong to one block
-    merged: list[tuple[int, int]] = field(default_factory=list)
+    #: position in the graph of the node the labels start at (nodes before it can't carry them)
+    start: int = 0
+    #: rows that met in one element (rotary), as ``a << 32 | b``: they belong to one block
+    merged: list[torch.Tensor] = field(default_factory=list)
 
-    def groups(self) -> dict[int, set[int]]:
-        """Row -> the set of rows merged with it (only rows that were merged appear)."""
-        parent: dict[int, int] = {}
+    def components(self, n_rows: int) -> torch.Tensor:
+        """For each row, the smallest row it is (transitively) merged with."""
+        root = torch.arange(n_rows)
+        if not self.merged:
+            return root
+        pairs = torch.cat(self.merged).unique()
+        a, b = pairs >> 32, pairs & 0xFFFFFFFF
+        while True:  # min-label propagation with pointer jumping: a few rounds
+            low = torch.minimum(root[a], root[b])
+            new = root.scatter_reduce(0, a, low, "amin").scatter_reduce(0, b, low, "amin")
+            new = new[new]
+            if torch.equal(new, root):
+                return root
+            root = new
 
-        def find(x: int) -> int:
-            while parent.get(x, x) != x:
-                x = parent[x]
-            return x
-
-        for a, b in self.merged:
-            parent.setdefault(a, a)
-            parent.setdefault(b, b)
-            parent[find(a)] = find(b)
-        classes: dict[int, set[int]] = {}
-        for x in parent:
-            classes.setdefault(find(x), set()).add(x)
-        return {x: classes[find(x)] for x in parent}
-
-
-def _substitute(arg: Any, labels: dict[fx.Node, Any]) -> Any:
-    if isinstance(arg, fx.Node):
-        if arg in labels:
-            return labels[arg]
-        val = arg.meta.get("val")
-        if isinstance(val, (int, float, bool)):
-            return val
-        raise KeyError(arg)
-    if isinstance(arg, (list, tuple)):
-        return type(arg)(_substitute(a, labels) for a in arg)
-    return arg
+    def pair(self, first: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """Record the rows that meet elementwise in ``first`` and ``other``; the merged labels."""
+        both = (first >= 0) & (other >= 0) & (first != other)
+        if both.any():  # one int64 per (row, row) pair: a 1-D unique is much faster than dim=0
+            self.merged.append((first[both].long() << 32 | other[both].long()).unique())
+        return torch.where(first >= 0, first, other)
 
 
-def _fill(node: fx.Node, shape: tuple[int, ...] | None) -> torch.Tensor:
+def _fill(node: fx.Node) -> torch.Tensor:
+    shape = shape_of(node)
     if shape is None:
         raise KeyError(node)
     return torch.full(shape, -1, dtype=torch.int32)
+
+
+def _resolve(arg: fx.Node, flow: LabelFlow, fresh: bool) -> Any:
+    """``arg``'s labels; with ``fresh``, a tensor nobody labelled yet (a fresh tensor, or a view
+    of one) gets -1 everywhere, stored so that later writes into its views show in it."""
+    if arg in flow.labels:
+        return flow.labels[arg]
+    if CONSTANT in arg.meta:  # an index written in the forward
+        return arg.meta[CONSTANT]
+    val = arg.meta.get("val")
+    if isinstance(val, (int, float, bool, torch.SymInt)) and not isinstance(val, torch.Tensor):
+        if isinstance(val, torch.SymInt) and not is_concrete_int(val):
+            raise KeyError(arg)
+        return int(val) if isinstance(val, torch.SymInt) else val
+    name = op_name(arg)
+    if fresh and name in CREATION_OPS:
+        flow.labels[arg] = _fill(arg)
+    elif fresh and name in MOVE_OPS and isinstance(args_of(arg)[0], fx.Node):
+        _resolve(args_of(arg)[0], flow, fresh)
+        flow.labels[arg] = _run(arg, flow, fresh)
+    elif fresh:
+        return _fill(arg)
+    else:
+        raise KeyError(arg)
+    return flow.labels[arg]
+
+
+def _substitute(arg: Any, flow: LabelFlow, fresh: bool = False) -> Any:
+    if isinstance(arg, fx.Node):
+        return _resolve(arg, flow, fresh)
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_substitute(a, flow, fresh) for a in arg)
+    return arg
+
+
+def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
+    """Run a data-movement op on labels."""
+    args = _substitute(args_of(node), flow, fresh)
+    kwargs = _substitute(dict(node.kwargs), flow, fresh)
+    name = op_name(node)
+    if name == "getitem":
+        return operator.getitem(*args)
+    if name in ("view", "_unsafe_view"):  # labels may be expanded views: reshape copies then
+        return args[0].reshape(args[1])
+    return node.target(*args, **kwargs)
 
 
 def _elementwise(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
     out_shape = shape_of(node)
     if out_shape is None:
         return None
-    parts = [flow.labels[a] for a in node.args if isinstance(a, fx.Node) and a in flow.labels]
+    parts = [flow.labels[a] for a in args_of(node) if isinstance(a, fx.Node) and a in flow.labels]
     first = parts[0].broadcast_to(out_shape)
     for other in parts[1:]:
-        other = other.broadcast_to(out_shape)
-        both = (first >= 0) & (other >= 0) & (first != other)
-        if both.any():  # one int64 per (row, row) pair: a 1-D unique is much faster than dim=0
-            pairs = (first[both].long() << 32 | other[both].long()).unique()
-            flow.merged.extend((p >> 32, p & 0xFFFFFFFF) for p in pairs.tolist())
-        first = torch.where(first >= 0, first, other)
+        first = flow.pair(first, other.broadcast_to(out_shape))
     return first
+
+
+def _complex(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
+    name = op_name(node)
+    if name == "view_as_complex":  # (..., 2) real pairs -> (...) complex: the pair is one row group
+        pairs = flow.labels[args_of(node)[0]]
+        return flow.pair(pairs[..., 0], pairs[..., 1])
+    if name == "view_as_real":
+        labels = flow.labels[args_of(node)[0]]
+        return labels.unsqueeze(-1).expand(*labels.shape, 2)
+    return _elementwise(node, flow)  # polar / complex(real, imag): elementwise pairing
+
+
+def _write_alias_chain(node: fx.Node) -> list[fx.Node]:
+    """``node`` and the tensors it is a view of, down to the base (written through by ``copy_``)."""
+    chain = [node]
+    while op_name(chain[-1]) in MOVE_OPS and isinstance(args_of(chain[-1])[0], fx.Node):
+        chain.append(args_of(chain[-1])[0])
+    return chain
+
+
+def _joins_residual_stream(node: fx.Node, flow: LabelFlow) -> bool:
+    """``x + f(x)``: a sum with a computed, unlabelled tensor of the full output shape. The rows
+    of ``f``'s projection end there (past it every later layer would carry them); a bias, a
+    position table or a rotary partner is a parameter, broadcast, or labelled."""
+    if op_name(node).rstrip("_") not in ("add", "sub"):
+        return False
+    shape = shape_of(node)
+    return any(
+        isinstance(a, fx.Node)
+        and a not in flow.labels
+        and a.op == "call_function"
+        and CONSTANT not in a.meta
+        and shape_of(a) == shape
+        for a in args_of(node)
+    )
 
 
 def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     name = op_name(node)
     if name in IDENTITY_OPS:
-        return flow.labels[node.args[0]]
+        return flow.labels[args_of(node)[0]]
     if name in ELEMENTWISE_OPS:
-        if not mixing and sum(isinstance(a, fx.Node) for a in node.args) > 1:
+        if not mixing and sum(isinstance(a, fx.Node) for a in args_of(node)) > 1:
+            return None
+        if _joins_residual_stream(node, flow):
             return None
         return _elementwise(node, flow)
+    if name in COMPLEX_OPS:
+        return _complex(node, flow) if mixing else None
+    if name in NORM_OPS:  # a per-head q/k norm: each element keeps its row
+        if not mixing or args_of(node)[0] not in flow.labels:
+            return None
+        labels = flow.labels[args_of(node)[0]]
+        return labels if is_tensor(node) else (labels,)
     if name == "cat":
-        tensors, *rest = node.args
-        parts = [flow.labels[t] if t in flow.labels else _fill(t, shape_of(t)) for t in tensors]
-        return torch.cat(parts, *rest)
+        tensors, *rest = args_of(node)
+        return torch.cat([_resolve(t, flow, fresh=True) for t in tensors], *rest)
+    if name in CREATION_OPS:
+        return _fill(node)
+    if name in SCATTER_OPS:
+        if name == "index_put" and any(i is not None for i in args_of(node)[1]):
+            return None  # data-dependent positions
+        return _run(node, flow, fresh=True)
+    if name in INPLACE_WRITE_OPS:
+        if name == "index_put_" and any(i is not None for i in args_of(node)[1]):
+            return None
+        _run(node, flow, fresh=True)
+        return None  # the base was written in place; its users are queued by the caller
     if name in MOVE_OPS:
-        args = _substitute(node.args, flow.labels)
-        kwargs = _substitute(dict(node.kwargs), flow.labels)
-        if name == "getitem":
-            return operator.getitem(*args)
-        return node.target(*args, **kwargs)
+        return _run(node, flow)
     return None
+
+
+_ORDERS: weakref.WeakKeyDictionary[fx.Graph, dict[fx.Node, int]] = weakref.WeakKeyDictionary()
+
+
+def _node_order(graph: fx.Graph) -> dict[fx.Node, int]:
+    """Each node's position in ``graph`` (computed once per graph: propagation runs many times)."""
+    if graph not in _ORDERS:
+        _ORDERS[graph] = {n: i for i, n in enumerate(graph.nodes)}
+    return _ORDERS[graph]
 
 
 def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> LabelFlow:
@@ -289,17 +229,28 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
     add); without it only data movement, casts and scalar arithmetic keep the labels, which is
     what "this tensor *is* that projection's output" means (output head, attention output).
     """
-    order = {n: i for i, n in enumerate(start.graph.nodes)}
-    flow = LabelFlow({start: labels})
+    order = _node_order(start.graph)
+    flow = LabelFlow({start: labels}, order[start])
     heap = [(order[u], id(u), u) for u in start.users]
     heapq.heapify(heap)
     queued = set(start.users)
+
+    def enqueue(users: Any) -> None:
+        for user in users:
+            if user not in queued:
+                queued.add(user)
+                heapq.heappush(heap, (order[user], id(user), user))
+
     while heap:
         _, _, node = heapq.heappop(heap)
         try:
             out = _step(node, flow, mixing)
-        except (KeyError, RuntimeError, TypeError, ValueError, IndexError):
+        except Exception:  # an op the labels can't follow (symbolic size, data-dependent index)
             out = None
+        if op_name(node) in INPLACE_WRITE_OPS and isinstance(args_of(node)[0], fx.Node):
+            for written in _write_alias_chain(args_of(node)[0]):
+                if written in flow.labels:
+                    enqueue(written.users)
         if out is None:
             continue
         tensors = out if isinstance(out, (list, tuple)) else [out]
@@ -312,17 +263,14 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
             )
             continue
         flow.labels[node] = out
-        for user in node.users:
-            if user not in queued:
-                queued.add(user)
-                heapq.heappush(heap, (order[user], id(user), user))
+        enqueue(node.users)
     return flow
 
 
 def index_labels(node: fx.Node, dim: int) -> torch.Tensor | None:
     """An index tensor shaped like ``node``'s output: each element holds its index along ``dim``."""
     shape = shape_of(node)
-    if shape is None:
+    if shape is None or not shape:
         return None
     dim = dim % len(shape)
     view = [1] * len(shape)
@@ -330,21 +278,26 @@ def index_labels(node: fx.Node, dim: int) -> torch.Tensor | None:
     return torch.arange(shape[dim], dtype=torch.int32).view(view).expand(shape)
 
 
-def head_row_sets(labels: torch.Tensor, flow: LabelFlow) -> list[frozenset[int]]:
-    """For an attention input labelled ``(..., T, D)``: the set of rows feeding each head."""
-    groups = flow.groups()
-    flat = (
-        labels.reshape(-1, labels.shape[-2] * labels.shape[-1])
-        if labels.dim() >= 2
-        else labels.reshape(1, -1)
-    )
+def head_row_sets(labels: torch.Tensor, axis: int, flow: LabelFlow) -> list[frozenset[int]]:
+    """The sets of rows contracted together along ``axis`` (the head dimension): one per head,
+    with the rows merged into them (rotary partners)."""
+    moved = labels.movedim(axis, -1) if labels.dim() else labels.reshape(1)
+    heads = moved.reshape(-1, moved.shape[-1]).unique(dim=0)
+    heads = heads[(heads >= 0).any(dim=1)]
+    if not len(heads):
+        return []
+    if not flow.merged:
+        return sorted({frozenset(h[h >= 0].tolist()) for h in heads}, key=min)
+    ends = [int(heads.max())] + [int((m >> 32).max()) for m in flow.merged]
+    ends += [int((m & 0xFFFFFFFF).max()) for m in flow.merged]
+    root = flow.components(1 + max(ends))
+    members: dict[int, list[int]] = {}
+    for row, r in enumerate(root.tolist()):
+        members.setdefault(r, []).append(row)
     sets = set()
-    for row in flat.unique(dim=0):
-        rows = {int(r) for r in row.unique().tolist() if r >= 0}
-        for r in list(rows):
-            rows |= groups.get(r, set())
-        if rows:
-            sets.add(frozenset(rows))
+    for head in heads:
+        roots = root[head[head >= 0].long()].unique().tolist()
+        sets.add(frozenset(r for c in roots for r in members[c]))
     return sorted(sets, key=min)
 
 
@@ -367,10 +320,9 @@ def trace_rows(node: fx.Node, dim: int, sites: list[AttentionSite], output: fx.N
     flow = propagate(node, labels)
     for site in sites:
         if site.query in flow.labels:
-            targets.query_heads += head_row_sets(flow.labels[site.query], flow)
+            targets.query_heads += head_row_sets(flow.labels[site.query], site.query_axis, flow)
         if site.key in flow.labels:
-            key = flow.labels[site.key]
-            targets.key_heads += head_row_sets(key.transpose(-2, -1) if site.key_transposed else key, flow)
+            targets.key_heads += head_row_sets(flow.labels[site.key], site.key_axis, flow)
         if site.value in flow.labels:
             targets.value_rows |= {int(r) for r in flow.labels[site.value].unique().tolist() if r >= 0}
     moved = propagate(node, labels, mixing=False).labels

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .graph_roles import Decision, conv_layout
 from .layout import BlockLayout
+from .param_names import first_names
+from .plan import CONV_LAYOUT, Decision
 
 _NORMS = (
     nn.LayerNorm,
@@ -23,10 +24,6 @@ _NORMS = (
 )
 
 
-def _conv(axis: int) -> Decision:
-    return Decision("conv", conv_layout(axis))
-
-
 def _module_decisions(module: nn.Module) -> dict[str, Decision]:
     """Decisions for ``module``'s own parameters (not its children's), by local name."""
     bias = Decision("bias", BlockLayout.element())
@@ -35,7 +32,7 @@ def _module_decisions(module: nn.Module) -> dict[str, Decision]:
     if isinstance(module, nn.Linear):
         return {"weight": Decision("linear", BlockLayout.rows(0)), "bias": bias}
     if isinstance(module, nn.modules.conv._ConvNd):
-        return {"weight": _conv(1 if module.transposed else 0), "bias": bias}
+        return {"weight": Decision("conv", CONV_LAYOUT), "bias": bias}
     if isinstance(module, _NORMS):
         return {"weight": Decision("norm", BlockLayout.tensor()), "bias": bias}
     if isinstance(module, nn.MultiheadAttention) and module._qkv_same_embed_dim:
@@ -51,7 +48,7 @@ def _module_decisions(module: nn.Module) -> dict[str, Decision]:
 
 def structure_decisions(model: nn.Module) -> dict[str, Decision]:
     """Decisions for the parameters whose module type explains them, by first (tied) name."""
-    first_name = {id(p): n for n, p in model.named_parameters()}
+    first_name = first_names(model)
     out: dict[str, Decision] = {}
     for _prefix, module in model.named_modules(remove_duplicate=False):
         for local, decision in _module_decisions(module).items():

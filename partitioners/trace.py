@@ -10,9 +10,11 @@ are labelled with parameter names; :mod:`partitioners.graph_roles` reads roles f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+import io
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,8 @@ import torch
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
+from .ops import CONSTANT
+from .param_names import canonical_names
 from .repeats import collapse_repeated_blocks
 
 
@@ -113,15 +117,71 @@ def tensor_leaves(obj: Any, _seen: set[int] | None = None) -> list[torch.Tensor]
     return [t for c in children for t in tensor_leaves(c, seen)]
 
 
-class _TensorOutputs(nn.Module):
-    """Runs the model and returns the tensors of its output as a flat tuple (export needs that)."""
+_PLAIN = (torch.Tensor, int, float, bool, str, type(None))
 
-    def __init__(self, model: nn.Module):
+
+class _TensorOutputs(nn.Module):
+    """Runs the model and returns the tensors of its output as a flat tuple (export needs that).
+
+    Inputs that export can't take (a cache object handed to one layer) are bound here as
+    constants; :meth:`inputs` gives the rest, flat, as the traced forward's arguments.
+    """
+
+    def __init__(self, model: nn.Module, args: tuple, kwargs: dict):
         super().__init__()
         self.model = model
+        leaves, self._spec = pytree.tree_flatten((args, kwargs))
+        self._leaves = leaves
+        self._free = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _PLAIN)]
 
-    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+    def inputs(self) -> tuple[Any, ...]:
+        return tuple(self._leaves[i] for i in self._free)
+
+    def forward(self, *free: Any) -> tuple[torch.Tensor, ...]:
+        leaves = list(self._leaves)
+        for i, value in zip(self._free, free):
+            leaves[i] = value
+        args, kwargs = pytree.tree_unflatten(leaves, self._spec)
         return tuple(tensor_leaves(self.model(*args, **kwargs)))
+
+
+# ---- list indices as slices ---------------------------------------------------------------------
+def _as_slice(index: Any) -> Any:
+    """``[a, a+1, ..., b]`` (ints of one sign) as ``slice(a, b+1)``; anything else as it is."""
+    if isinstance(index, list) and index and all(type(i) is int for i in index):
+        first, last = index[0], index[-1]
+        if all(i == first + k for k, i in enumerate(index)) and (first < 0) == (last < 0):
+            return slice(first, None if last == -1 else last + 1)
+    return index
+
+
+def _getitem_with_slices(getitem: Callable[..., Any]) -> Callable[..., Any]:
+    def getitem_(self: torch.Tensor, index: Any) -> Any:
+        if isinstance(index, tuple) and sum(isinstance(i, list) for i in index) == 1:
+            index = tuple(_as_slice(i) for i in index)
+        elif isinstance(index, list):
+            index = _as_slice(index)
+        return getitem(self, index)
+
+    return getitem_
+
+
+@contextlib.contextmanager
+def list_index_as_slice() -> Iterator[None]:
+    """Traces ``x[..., [-2], :]`` as the equal ``x[..., -2:-1, :]``.
+
+    A list index becomes a constant index tensor, and on meta its values are gone, so the rows it
+    picks (Falcon's key and value heads) could not be followed; a slice keeps them. Only a single
+    list of consecutive ints is rewritten (two lists index pairwise, not as a product). Patching
+    ``Tensor.__getitem__`` for the trace costs nothing elsewhere (a torch-function mode would
+    see every call).
+    """
+    original = torch.Tensor.__getitem__
+    torch.Tensor.__getitem__ = _getitem_with_slices(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.__getitem__ = original  # type: ignore[method-assign]
 
 
 # ---- the two tracers ---------------------------------------------------------------------------
@@ -130,6 +190,11 @@ _PREFIX = "model."
 
 def _export(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, dict[fx.Node, str]]:
     program = torch.export.export(wrapper, args, kwargs, strict=False)
+    constants = program.graph_signature.inputs_to_lifted_tensor_constants
+    for node in program.graph.nodes:  # index tensors written in the forward (``x[..., [-2], :]``)
+        value = program.constants.get(constants.get(node.name, ""))
+        if isinstance(value, torch.Tensor) and value.device.type != "meta":
+            node.meta[CONSTANT] = value
     by_input = program.graph_signature.inputs_to_parameters
     params = {
         node: by_input[node.name][len(_PREFIX) :]
@@ -148,8 +213,12 @@ def _make_fx(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, d
     def forward(params: list[torch.Tensor], args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
         return torch.func.functional_call(wrapper, dict(zip(names, params)), args, kwargs)
 
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # it prints graphs on failure
         gm = make_fx(forward, tracing_mode="real", pre_dispatch=True)(list(named.values()), args, kwargs)
+    for node in gm.graph.nodes:
+        value = getattr(gm, node.target, None) if node.op == "get_attr" else None
+        if isinstance(value, torch.Tensor) and value.device.type != "meta":
+            node.meta[CONSTANT] = value
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     params = {node: name[len(_PREFIX) :] for node, name in zip(placeholders, names)}
     return gm.graph, params
@@ -180,20 +249,20 @@ def trace(
         size = sum(1 for _ in copy_.parameters())
         rename = collapse_repeated_blocks(copy_) if collapse else (lambda name: name)
         collapsed = collapse and size != sum(1 for _ in copy_.parameters())
-        wrapper = _TensorOutputs(copy_)
         for dtype in (torch.long, next((p.dtype for p in copy_.parameters()), torch.float32)):
             args = tuple(meta_inputs(tuple(example_inputs), dtype))
             kwargs = meta_inputs(dict(example_kwargs or {}), dtype)
+            wrapper = _TensorOutputs(copy_, args, kwargs)
             for method, tracer in TRACERS:
                 try:
-                    graph, params = tracer(wrapper, args, kwargs)
+                    with list_index_as_slice():
+                        graph, params = tracer(wrapper, wrapper.inputs(), {})
                 except Exception as err:
                     errors.append(
                         f"{method}{' (collapsed)' if collapsed else ''}: {type(err).__name__}: {str(err)[:300]}"
                     )
                     continue
-                first = {id(p): n for n, p in copy_.named_parameters()}
-                alias = {n: first[id(p)] for n, p in copy_.named_parameters(remove_duplicate=False)}
+                alias = canonical_names(copy_)
                 shapes = {n: tuple(p.shape) for n, p in copy_.named_parameters()}
                 params = {node: alias.get(name, name) for node, name in params.items()}
                 return TracedGraph(graph, params, method, shapes, rename)

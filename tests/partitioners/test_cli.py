@@ -32,7 +32,8 @@ def test_rules_file(tmp_path, capsys):
 
 
 def test_hugging_face_config_file_built_on_meta(tmp_path, capsys):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     cfg = transformers.LlamaConfig(
         num_hidden_layers=2,
         hidden_size=64,
@@ -54,3 +55,13 @@ def test_bad_shape_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["tests.models.nanogpt:gpt", "--shape", "two,8"])
     assert "comma-separated" in capsys.readouterr().err
+
+
+def test_strict_fails_when_something_was_not_read_from_the_graph(capsys):
+    assert main(["tests.models.nanogpt:gpt", "--shape", "2,8", "--strict"]) == 0
+    # a forward that raises halfway: the parameters after it come from fallbacks
+    assert (
+        main(["tests.partitioners.test_failure_classes:RaisesHalfway", "--shape", "2,5,32", "--strict"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "--strict: 2 not read from the graph: mlp.weight, mlp.bias" in err

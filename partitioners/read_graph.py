@@ -1,0 +1,140 @@
+"""The graph pass of ``auto_partition``, contained: no failure escapes, and one failing submodule
+costs only its own parameters.
+
+The whole model is traced first (:func:`~partitioners.trace.trace`). If that fails (a
+data-dependent branch, an ``.item()``, a forward that raises), a meta copy of the model is run
+eagerly with a forward pre-hook on every submodule, which records the inputs that reached it.
+Each child that was reached is then traced on its own with those inputs; a child that fails again
+is split into its children, and so on. What still can't be read is left to the fallbacks, and
+every module that failed is reported with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .graph_roles import graph_decisions
+from .plan import Decision
+from .trace import TraceError, meta_copy, meta_inputs, trace
+
+
+@dataclass
+class GraphPass:
+    """Decisions read from the graph, by the user model's parameter names."""
+
+    #: name -> (decision or ``None`` when the graph can't explain the use, method)
+    decisions: dict[str, tuple[Decision | None, str]] = field(default_factory=dict)
+    #: projections feeding a query or key whose heads could not be read
+    heads_unread: set[str] = field(default_factory=set)
+    #: "module: reason" for every module (``<model>`` for the whole) that could not be traced
+    failures: list[str] = field(default_factory=list)
+
+
+def _reason(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, TraceError):  # one line per tracer and input dtype tried
+        return "; ".join(line[:160] for line in lines[1:])
+    return f"{type(err).__name__}: {(lines or [''])[0][:200]}"
+
+
+def _read(module: nn.Module, prefix: str, args: tuple, kwargs: dict, collapse: bool, into: GraphPass) -> None:
+    """Trace ``module`` alone and record its parameters' decisions (raises if it can't)."""
+    traced = trace(module, args, kwargs, collapse)
+    reading = graph_decisions(traced.graph, traced.params, traced.shapes, whole_model=not prefix)
+    method = traced.method if not prefix else f"{traced.method} ({prefix.rstrip('.')})"
+    for name, _ in module.named_parameters():
+        key = traced.rename(name)
+        if key in reading.decisions:
+            into.decisions.setdefault(prefix + name, (reading.decisions[key], method))
+        if key in reading.heads_unread:
+            into.heads_unread.add(prefix + name)
+
+
+class _Stand_in:
+    """Wraps a submodule's forward for the meta run: if it raises, its output is taken to be a
+    tensor shaped like its first input (a block, an MoE layer, a residual branch), so that the
+    run goes on to the modules after it; a wrong guess fails the parent, which then stands in."""
+
+    def __init__(self, forward: Any):
+        self.forward = forward
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.forward(*args, **kwargs)
+        except Exception:
+            first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+            if first is None:
+                raise
+            return torch.empty_like(first)
+
+
+def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tuple[tuple, dict]]:
+    """The inputs that reached each submodule in a meta run of ``model``.
+
+    Inputs given as shapes are token ids or floats: the run that reached more modules is kept.
+    """
+    copy_ = meta_copy(model).eval()
+    runs: list[dict[str, tuple[tuple, dict]]] = []
+
+    def hook(name: str):
+        def record(_module: nn.Module, a: tuple, k: dict) -> None:
+            runs[-1].setdefault(name, (a, k))
+
+        return record
+
+    modules = [(n, m) for n, m in copy_.named_modules() if n]
+    for _, module in modules:
+        module.forward = _Stand_in(module.forward)
+    handles = [m.register_forward_pre_hook(hook(n), with_kwargs=True) for n, m in modules]
+    dtype = next((p.dtype for p in copy_.parameters()), torch.float32)
+    for input_dtype in (torch.long, dtype):
+        runs.append({})
+        try:
+            with torch.no_grad():
+                copy_(*meta_inputs(args, input_dtype), **meta_inputs(kwargs, input_dtype))
+        except Exception:  # the forward failed outside every submodule: keep what was recorded
+            continue
+        if input_dtype == torch.long and len(runs[0]) == len(modules):
+            break  # token ids reached everything
+    for handle in handles:
+        handle.remove()
+    return max(reversed(runs), key=len)  # a tie: the parameter dtype's run
+
+
+def _read_children(
+    module: nn.Module, prefix: str, captured: dict[str, tuple[tuple, dict]], collapse: bool, into: GraphPass
+) -> None:
+    for name, child in module.named_children():
+        path = prefix + name
+        if next(child.parameters(), None) is None:
+            continue
+        if path in captured:
+            try:
+                _read(child, path + ".", *captured[path], collapse, into)
+                continue
+            except Exception as err:
+                into.failures.append(f"{path}: {_reason(err)}")
+        _read_children(child, path + ".", captured, collapse, into)
+
+
+def graph_pass(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None, collapse: bool
+) -> GraphPass:
+    """Read the whole model from its graph, or each submodule that can be read on its own."""
+    result = GraphPass()
+    kwargs = dict(kwargs or {})
+    try:
+        _read(model, "", args, kwargs, collapse, result)
+        return result
+    except Exception as err:
+        result = GraphPass(failures=[f"<model>: {_reason(err)}"])
+    try:
+        captured = capture_inputs(model, args, kwargs)
+        _read_children(model, "", captured, collapse, result)
+    except Exception as err:  # the meta run itself broke in a way the hooks didn't survive
+        result.failures.append(f"<submodules>: {_reason(err)}")
+    return result
