@@ -252,7 +252,6 @@ CASES = [
             "transformer.ln_f.weight": whole(),
             "*.bias": element(),
         },
-        miss="MQA in a fused projection: the single key head (view to H+2 heads, then a slice) comes out one block per row",
     ),
     Case(
         # Falcon-40B style: per KV group (H/KV query heads, 1 key head, 1 value head), the key
@@ -280,7 +279,6 @@ CASES = [
             "transformer.ln_f.weight": whole(),
             "*.bias": element(),
         },
-        miss="GQA key broadcast_to the group's query heads inside a fused projection: key rows one block per row",
     ),
     Case(
         # StarCoder (GPTBigCode) multi-query: c_attn = q (D) | k (HD) | v (HD), an nn.Linear
@@ -405,7 +403,6 @@ CASES = [
             "*.router.weight": rows(),
             "*bias": element(),  # q/k/v/o, expert (E, out) and router biases
         },
-        miss="attention sinks: scores cat'ed with sink logits, max-subtracted, sliced around the softmax -> q/k one block per row without a warning; 2-D expert biases (E, out) unexplained",
     ),
     Case(
         # DeepSeek-V2-Lite MLA: q_proj heads of (nope + rope); kv_a_proj_with_mqa = latent rows
@@ -416,7 +413,6 @@ CASES = [
         "transformers",
         lambda: causal_lm(deepseek_config(tf.DeepseekV2Config, q_lora_rank=None)),
         mla_layout() | {"*.q_proj.weight": heads(MLA_QK)},
-        miss="MLA: complex rotary (view_as_complex) splits each query head into nope heads + rope rows; shared rope key (expand) and key assembled by new_empty + copy_ -> per row",
     ),
     Case(
         # DeepSeek-V3 MLA with a query latent: q_a_proj rows (latent), q_a_layernorm, q_b_proj
@@ -425,7 +421,6 @@ CASES = [
         "transformers",
         lambda: causal_lm(deepseek_config(tf.DeepseekV3Config, q_lora_rank=16)),
         mla_layout() | {"*.q_a_proj.weight": rows(), "*.q_b_proj.weight": heads(MLA_QK)},
-        miss="MLA: key assembled by new_empty + copy_ (shared rope key of kv_a_proj_with_mqa, k_nope of kv_b_proj) -> per row",
     ),
     Case(
         # GPT-J: separate q/k/v, rotary on the first rotary_dim of each head with
@@ -474,7 +469,6 @@ CASES = [
             "lm_head.weight": rows(),
             "*.bias": element(),
         },
-        miss="LayerNorm(head_dim) with bias on each query/key head after the interleaved (B, T, H, 3, HD) view: q/k rows one block per row, no warning (without qk_layernorm the heads are read)",
     ),
     Case(
         # MPT: Wqkv chunk(3) = q | k | v; ALiBi bias added to the scores; no biases; tied head

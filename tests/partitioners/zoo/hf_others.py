@@ -239,7 +239,6 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="position table read as a slice weight[a:b] and added: one block and a warning",
     ),
     Case(
         # ViT: Conv2d patch embedding, a class token (1, 1, D) and a position table
@@ -269,7 +268,6 @@ CASES = [
             "*.patch_embeddings.projection.weight": whole(),  # conv: one block per tensor
             "classifier.weight": rows(),  # logits over classes
         },
-        miss="position table (1, N, D) added in full: one block and a warning; class token warned as unexplained",
     ),
     Case(
         # Swin (a timm-style hierarchical ViT): windowed attention with a relative position bias
@@ -307,7 +305,6 @@ CASES = [
             "classifier.weight": rows(),
             "*.bias": element(),
         },
-        miss="relative position bias table read by advanced indexing table[index_buffer] and added to the scores: one block and a warning (T5's nn.Embedding bucket table is read)",
     ),
     Case(
         # DINOv2: class token, mask token (used: bool_masked_pos given), a position table
@@ -345,7 +342,6 @@ CASES = [
             "*norm*.weight": whole(),
             "*.bias": element(),
         },
-        miss="position table sliced, reshaped and bicubic-interpolated, then added: one block and a warning; class and mask tokens warned as unexplained",
     ),
     Case(
         # CLIP: text tower (token + position embeddings, causal), vision tower (class embedding,
@@ -397,7 +393,6 @@ CASES = [
             "logit_scale": whole(),  # learned scalar
             "*.bias": element(),
         },
-        miss="learned scalar (logit_scale) and class embedding warned as unexplained",
     ),
     Case(
         # Mamba (CPU path, no CUDA kernels): in_proj = x | z (chunk), depthwise Conv1d, x_proj =

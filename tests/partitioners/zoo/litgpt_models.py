@@ -120,7 +120,6 @@ CASES = [
             sliding_window_indices=[1, 0],
         ),
         litgpt_layout(8, 2, LLAMA_MLP),
-        miss="key through aten.mT (litgpt's softcapping attention path): key rows one block per row",
     ),
     Case(
         # Qwen3-style: RMSNorm(hs) on each query and key head (norm_qk, type "default")
@@ -142,7 +141,5 @@ CASES = [
             moe_intermediate_size=16,
         ),
         litgpt_layout(8, 2, LLAMA_MLP) | {"*.mlp.gate.weight": rows()},
-        escapes="GuardOnDataDependentSymNode escapes from the label propagation (row_flow) on torch.where routing (unbacked size)",
-        miss="GuardOnDataDependentSymNode escapes from the label propagation (row_flow) on torch.where routing (unbacked size)",
     ),
 ]

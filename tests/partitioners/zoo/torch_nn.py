@@ -97,7 +97,6 @@ CASES = [
             (seq(batch_first=True), seq(S, batch_first=True)),
         ),
         PACKED | {"*bias": element()},
-        miss="F.multi_head_attention_forward cross-attention: in_proj_weight/in_proj_bias split [E, 2E] not followed -> unexplained",
     ),
     Case(
         # kdim/vdim != E: separate q/k/v weights, keys of width 12, values of width 20
@@ -114,7 +113,6 @@ CASES = [
             "*.out_proj.weight": rows(),
             "*bias": element(),
         },
-        miss="separate q/k/v weights (kdim/vdim: _in_projection, in_proj_bias.chunk(3)): q/k heads not read (one block per row, no warning); in_proj_bias unexplained",
     ),
     Case(
         # add_bias_kv: a learned key and value position appended to the keys/values (like sink
@@ -126,7 +124,6 @@ CASES = [
             (seq(),),
         ),
         {**PACKED, "*.bias_k": whole(), "*.bias_v": whole()},
-        miss="bias_k/bias_v (learned key/value positions cat'ed to the sequence) warned as unexplained",
     ),
     Case(
         "torch-encoder-layer-norm-first",
@@ -143,7 +140,6 @@ CASES = [
         "torch",
         lambda: Built(seeded(lambda: nn.TransformerDecoderLayer(E, H, FF)), (seq(), seq(S))),
         LAYER,
-        miss="cross-attention in_proj split [E, 2E] not followed -> unexplained",
     ),
     Case(
         # nn.Transformer (sequence-first), a causal target mask given as a float mask
