@@ -107,7 +107,6 @@ def test_loggers_instantiate(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
     assert isinstance(instantiate(cfg.logger.csv), CSVLogger)
-    pytest.importorskip("tensorboard")
     cfg = compose_train(["logger=tensorboard", f"logger.tensorboard.save_dir={tmp_path}"])
     instantiate(cfg.logger.tensorboard)
 

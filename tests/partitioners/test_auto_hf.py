@@ -6,10 +6,9 @@ import warnings
 
 import pytest
 import torch
+import transformers
 
-transformers = pytest.importorskip("transformers")
-
-from partitioners import BlockLayout, auto_partition, name_partition  # noqa: E402
+from partitioners import BlockLayout, auto_partition, name_partition
 
 ROWS0, ROWS1 = BlockLayout.rows(0), BlockLayout.rows(1)
 NORM, BIAS = BlockLayout.tensor(), BlockLayout.element()

@@ -11,7 +11,6 @@ import pytest
 
 @pytest.mark.slow
 def test_llama70b_trace_budget():
-    pytest.importorskip("transformers")
     script = Path(__file__).parents[2] / "benchmarks" / "trace_llama70b.py"
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
     seconds = float(next(l for l in out.splitlines() if l.startswith("auto_partition:")).split()[1])

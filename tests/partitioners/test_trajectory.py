@@ -5,13 +5,11 @@ from __future__ import annotations
 import copy
 import math
 
-import pytest
 import torch
+import transformers
 
+from lightning_adam_mini import AdamMini
 from partitioners import BlockLayout, auto_partition
-
-transformers = pytest.importorskip("transformers")
-from lightning_adam_mini import AdamMini  # noqa: E402
 
 
 def block_ids(layout: BlockLayout, shape: tuple[int, ...]) -> torch.Tensor:
