@@ -61,8 +61,13 @@ def _problems(req: Requirement, seen: set[str]) -> list[str]:
 def _top_level_modules(dist: metadata.Distribution) -> list[str]:
     """Importable top-level names of an installed distribution (empty when it doesn't say)."""
     names = (dist.read_text("top_level.txt") or "").split()
-    if not names:
-        names = [n for n, dists in metadata.packages_distributions().items() if dist.name in dists]
+    if not names:  # wheels without top_level.txt: the packages and modules their RECORD installs
+        names = [
+            f.parts[0].removesuffix(".py")
+            for f in dist.files or ()
+            if (len(f.parts) == 1 and f.suffix == ".py")
+            or (len(f.parts) == 2 and f.parts[1] == "__init__.py")
+        ]
     return sorted({n for n in names if n.isidentifier() and not n.startswith("_")})
 
 
