@@ -48,34 +48,36 @@ def values(n: int, seed: int) -> list[float]:
     return torch.randn(n, generator=gen, dtype=torch.float64).tolist()
 
 
-# (layout, shape, block of every element in row-major order, written out by hand)
+# (layout factory, shape, block of every element in row-major order, written out by hand); layouts
+# are built inside the tests, where mutmut attributes the constructor calls to them
 CASES = {
-    "tensor": (BlockLayout.tensor(), (2, 3), [0, 0, 0, 0, 0, 0]),
-    "element": (BlockLayout.element(), (2, 3), [0, 1, 2, 3, 4, 5]),
-    "rows0": (BlockLayout.rows(0), (2, 3), [0, 0, 0, 1, 1, 1]),
-    "rows1": (BlockLayout.rows(1), (2, 3), [0, 1, 2, 0, 1, 2]),
-    "heads": (BlockLayout.rows(0, group=2), (4, 2), [0, 0, 0, 0, 1, 1, 1, 1]),
-    "one_head": (BlockLayout.rows(0, group=3), (3, 2), [0, 0, 0, 0, 0, 0]),
+    "tensor": (lambda: BlockLayout.tensor(), (2, 3), [0, 0, 0, 0, 0, 0]),
+    "element": (lambda: BlockLayout.element(), (2, 3), [0, 1, 2, 3, 4, 5]),
+    "rows0": (lambda: BlockLayout.rows(0), (2, 3), [0, 0, 0, 1, 1, 1]),
+    "rows1": (lambda: BlockLayout.rows(1), (2, 3), [0, 1, 2, 0, 1, 2]),
+    "heads": (lambda: BlockLayout.rows(0, group=2), (4, 2), [0, 0, 0, 0, 1, 1, 1, 1]),
+    "one_head": (lambda: BlockLayout.rows(0, group=3), (3, 2), [0, 0, 0, 0, 0, 0]),
     # fused q(2 rows, one head) | v(1 row per block), tiled twice along dim 1
     "segments_dim1": (
-        BlockLayout.segmented([(2, 2, "q"), (1, 1, "v")], axis=1, repeat=2),
+        lambda: BlockLayout.segmented([(2, 2, "q"), (1, 1, "v")], axis=1, repeat=2),
         (2, 6),
         [0, 0, 1, 2, 2, 3, 0, 0, 1, 2, 2, 3],
     ),
     "uneven_segments": (
-        BlockLayout.segmented([(1, 1), (3, 3)]),
+        lambda: BlockLayout.segmented([(1, 1), (3, 3)]),
         (4, 2),
         [0, 0, 1, 1, 1, 1, 1, 1],
     ),
     # (experts=2, out=2, in=2): one block per (expert, output row)
-    "experts": (BlockLayout.rows(1, batch_axes=(0,)), (2, 2, 2), [0, 0, 1, 1, 2, 2, 3, 3]),
-    "vector_tensor": (BlockLayout.tensor(), (4,), [0, 0, 0, 0]),
+    "experts": (lambda: BlockLayout.rows(1, batch_axes=(0,)), (2, 2, 2), [0, 0, 1, 1, 2, 2, 3, 3]),
+    "vector_tensor": (lambda: BlockLayout.tensor(), (4,), [0, 0, 0, 0]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_three_steps_follow_the_float64_reference(case):
-    layout, shape, block_of = CASES[case]
+    make_layout, shape, block_of = CASES[case]
+    layout = make_layout()
     n = math.prod(shape)
     p0, grads = values(n, 0), [values(n, s) for s in (1, 2, 3)]
     got, state = run_adam_mini(layout, shape, p0, grads)
@@ -116,7 +118,8 @@ def test_one_step_by_hand():
 @pytest.mark.parametrize("betas", [(0.0, 0.75), (0.5, 0.0), (0.0, 0.0)])
 def test_zero_betas(betas):
     """beta = 0: m is the last gradient, v the last block mean, both bias corrections are 1."""
-    layout, shape, block_of = CASES["heads"]
+    make_layout, shape, block_of = CASES["heads"]
+    layout = make_layout()
     p0, grads = values(8, 4), [values(8, 5), values(8, 6)]
     got, _ = run_adam_mini(layout, shape, p0, grads, betas=betas)
     want, _ = reference_steps(p0, grads, block_of, betas=betas)
@@ -155,7 +158,9 @@ def test_params_of_different_dtypes_each_follow_their_reference():
         n: torch.nn.Parameter(torch.tensor(p0[n], dtype=dt).reshape(shape))
         for n, (_, shape, _), dt in zip(names, layouts, dtypes)
     }
-    plan = PartitionPlan({n: PlanEntry(shape, "linear", lay) for n, (lay, shape, _) in zip(names, layouts)})
+    plan = PartitionPlan(
+        {n: PlanEntry(shape, "linear", make()) for n, (make, shape, _) in zip(names, layouts)}
+    )
     opt = AdamMini(list(params.items()), partition=plan, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
     for s in range(3):
         for n, (_, shape, _), dt in zip(names, layouts, dtypes):
@@ -179,7 +184,8 @@ def test_params_of_different_dtypes_each_follow_their_reference():
 def test_bf16_first_moment_for_fp32_params():
     """exp_avg_dtype=bf16: m is kept (and updated) in bf16; the step still follows the reference
     within bf16 rounding of m."""
-    layout, shape, block_of = CASES["rows0"]
+    make_layout, shape, block_of = CASES["rows0"]
+    layout = make_layout()
     p0, grads = values(6, 7), [values(6, 8), values(6, 9)]
     got, state = run_adam_mini(layout, shape, p0, grads, dtype=torch.float32, exp_avg_dtype=torch.bfloat16)
     assert state["exp_avg"].dtype == torch.bfloat16 and state["exp_avg_sq"].dtype == torch.float32
@@ -190,7 +196,8 @@ def test_bf16_first_moment_for_fp32_params():
 
 
 def test_lr_as_tensor_and_changed_between_steps():
-    layout, shape, block_of = CASES["heads"]
+    make_layout, shape, block_of = CASES["heads"]
+    layout = make_layout()
     p0, grads = values(8, 11), [values(8, 12), values(8, 13)]
     p = torch.nn.Parameter(torch.tensor(p0, dtype=torch.float64).reshape(shape))
     plan = PartitionPlan({"w": PlanEntry(shape, "linear", layout)})

@@ -4,7 +4,7 @@ reduced separately and summed as all_reduce would; a 1-rank gloo group covers th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -26,10 +26,12 @@ CPU = torch.device("cpu")
 F64 = torch.float64
 
 
-def two_ranks(layout: BlockLayout, full: torch.Tensor | list, rows0: int, group: object = "pg"):
+def two_ranks(
+    make_layout: Callable[[], BlockLayout], full: torch.Tensor | list, rows0: int, group: object = "pg"
+):
     """Rank 0 holds rows [0, rows0) of dim 0, rank 1 the rest: (reduction, local grad) per rank."""
     full = torch.as_tensor(full, dtype=F64) if isinstance(full, list) else full
-    base = BlockReduction.build(layout, tuple(full.shape), CPU)
+    base = BlockReduction.build(make_layout(), tuple(full.shape), CPU)
     n = full.shape[0]
     return [
         (ShardedBlockReduction(base, tuple(full.shape), 0, rows0, group), full[:rows0]),  # type: ignore[arg-type]
@@ -37,23 +39,28 @@ def two_ranks(layout: BlockLayout, full: torch.Tensor | list, rows0: int, group:
     ]
 
 
-# (layout, global grad, rows on rank 0, per-block means written out by hand)
+# (layout factory, global grad, rows on rank 0, per-block means written out by hand)
 CASES = {
     # 2 heads of 3 rows, cut 4 | 2: head 1 straddles. (1+1+1+1+4+4)/6 = 2, (0+4+1+9+4+0)/6 = 3
     "straddling_heads": (
-        BlockLayout.rows(0, group=3),
+        lambda: BlockLayout.rows(0, group=3),
         [[1, 1], [1, 1], [2, 2], [0, 2], [1, 3], [2, 0]],
         4,
         [[2.0], [3.0]],
     ),
     # one block per column of a Shard(0) tensor (GPT-2 Conv1D): (1+9+1)/3, (4+0+1)/3
-    "rows_dim1": (BlockLayout.rows(1), [[1, 2], [3, 0], [1, 1]], 2, [[11 / 3, 5 / 3]]),
+    "rows_dim1": (lambda: BlockLayout.rows(1), [[1, 2], [3, 0], [1, 1]], 2, [[11 / 3, 5 / 3]]),
     # whole-tensor block: (1+4+4)/3
-    "norm": (BlockLayout.tensor(), [1, 2, 2], 2, [3.0]),
+    "norm": (lambda: BlockLayout.tensor(), [1, 2, 2], 2, [3.0]),
     # per row, rank 1 empty
-    "empty_rank": (BlockLayout.rows(0), [[3, 4]], 1, [[12.5]]),
+    "empty_rank": (lambda: BlockLayout.rows(0), [[3, 4]], 1, [[12.5]]),
     # segments q(2 rows, one block) | v(1 row per block), cut 1 | 2: (4+0+0+4)/4, (1+1)/2
-    "segments": (BlockLayout.segmented([(2, 2), (1, 1)]), [[2, 0], [0, 2], [1, 1]], 1, [[2.0], [1.0]]),
+    "segments": (
+        lambda: BlockLayout.segmented([(2, 2), (1, 1)]),
+        [[2, 0], [0, 2], [1, 1]],
+        1,
+        [[2.0], [1.0]],
+    ),
 }
 
 

@@ -7,9 +7,20 @@ import pytest
 
 from partitioners import BlockLayout, Segment
 
-QKV = BlockLayout.segmented([(16, 4, "q"), (8, 4, "k"), (8, 1, "v")])  # 32 rows: 4 + 2 + 8 blocks
-INTERLEAVED = BlockLayout.segmented([(4, 2, "q"), (2, 1, "v")], axis=1, repeat=2)  # 12 columns
-EXPERTS = BlockLayout.rows(1, batch_axes=(0,))  # (experts, out, in)
+# Layouts are built inside the tests (parameters are factories): mutmut attributes a call to the
+# test that makes it, so a layout built at import time would hide constructor mutants.
+
+
+def qkv() -> BlockLayout:  # 32 rows: 4 + 2 + 8 blocks
+    return BlockLayout.segmented([(16, 4, "q"), (8, 4, "k"), (8, 1, "v")])
+
+
+def interleaved() -> BlockLayout:  # 12 columns
+    return BlockLayout.segmented([(4, 2, "q"), (2, 1, "v")], axis=1, repeat=2)
+
+
+def experts() -> BlockLayout:  # (experts, out, in)
+    return BlockLayout.rows(1, batch_axes=(0,))
 
 
 # ---- Segment -------------------------------------------------------------------------------
@@ -74,89 +85,102 @@ def test_smallest_valid_rows_fields_are_accepted():
 
 # ---- check against a shape ------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "layout, shape",
+    "make_layout, shape",
     [
-        (BlockLayout.rows(1), (3, 4)),
-        (BlockLayout.rows(2, batch_axes=(0, 1)), (2, 3, 4)),
-        (BlockLayout.rows(0, group=4), (8, 2)),
-        (QKV, (32, 16)),
-        (INTERLEAVED, (5, 12)),
-        (BlockLayout.tensor(), (7, 3, 2)),
-        (BlockLayout.element(), ()),
+        (lambda: BlockLayout.rows(1), (3, 4)),
+        (lambda: BlockLayout.rows(2, batch_axes=(0, 1)), (2, 3, 4)),
+        (lambda: BlockLayout.rows(0, group=4), (8, 2)),
+        (qkv, (32, 16)),
+        (interleaved, (5, 12)),
+        (lambda: BlockLayout.tensor(), (7, 3, 2)),
+        (lambda: BlockLayout.element(), ()),
     ],
 )
-def test_shapes_that_fit(layout, shape):
+def test_shapes_that_fit(make_layout, shape):
+    layout = make_layout()
     layout.check(shape)
 
 
 @pytest.mark.parametrize(
-    "layout, shape, message",
+    "make_layout, shape, message",
     [
-        (BlockLayout.rows(2), (3, 4), r"axis 2 is out of range for a 2-D tensor \(3, 4\)"),
-        (BlockLayout.rows(0, batch_axes=(1,)), (3,), r"axis 1 is out of range for a 1-D tensor \(3,\)"),
-        (BlockLayout.rows(0), (), r"axis 0 is out of range for a 0-D tensor \(\)"),
-        (BlockLayout.rows(0, group=4), (10, 2), "10 rows along axis 0 don't split into groups of 4"),
-        (QKV, (31, 16), "segments cover 32 rows along axis 0, the tensor has 31"),
-        (QKV, (33, 16), "segments cover 32 rows along axis 0, the tensor has 33"),
-        (INTERLEAVED, (5, 6), "segments cover 12 rows along axis 1, the tensor has 6"),
+        (lambda: BlockLayout.rows(2), (3, 4), r"axis 2 is out of range for a 2-D tensor \(3, 4\)"),
+        (
+            lambda: BlockLayout.rows(0, batch_axes=(1,)),
+            (3,),
+            r"axis 1 is out of range for a 1-D tensor \(3,\)",
+        ),
+        (lambda: BlockLayout.rows(0), (), r"axis 0 is out of range for a 0-D tensor \(\)"),
+        (lambda: BlockLayout.rows(0, group=4), (10, 2), "10 rows along axis 0 don't split into groups of 4"),
+        (qkv, (31, 16), "segments cover 32 rows along axis 0, the tensor has 31"),
+        (qkv, (33, 16), "segments cover 32 rows along axis 0, the tensor has 33"),
+        (interleaved, (5, 6), "segments cover 12 rows along axis 1, the tensor has 6"),
     ],
 )
-def test_shapes_that_do_not_fit(layout, shape, message):
+def test_shapes_that_do_not_fit(make_layout, shape, message):
+    layout = make_layout()
     with pytest.raises(ValueError, match=message):
         layout.check(shape)
 
 
 # ---- geometry --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "layout, shape, row_block",
+    "make_layout, shape, row_block",
     [
-        (BlockLayout.rows(0, group=4), (8, 3), [0, 0, 0, 0, 1, 1, 1, 1]),
-        (BlockLayout.rows(1, group=3), (2, 6), [0, 0, 0, 1, 1, 1]),
-        (BlockLayout.rows(0, group=5), (5,), [0, 0, 0, 0, 0]),
+        (lambda: BlockLayout.rows(0, group=4), (8, 3), [0, 0, 0, 0, 1, 1, 1, 1]),
+        (lambda: BlockLayout.rows(1, group=3), (2, 6), [0, 0, 0, 1, 1, 1]),
+        (lambda: BlockLayout.rows(0, group=5), (5,), [0, 0, 0, 0, 0]),
         (
-            BlockLayout.segmented([(4, 4, "q"), (2, 2, "k"), (4, 1, "v")]),
+            lambda: BlockLayout.segmented([(4, 4, "q"), (2, 2, "k"), (4, 1, "v")]),
             (10, 2),
             [0, 0, 0, 0, 1, 1, 2, 3, 4, 5],
         ),
         (
-            BlockLayout.segmented([(2, 1, "v"), (4, 2, "q")]),
+            lambda: BlockLayout.segmented([(2, 1, "v"), (4, 2, "q")]),
             (6, 2),
             [0, 1, 2, 2, 3, 3],
         ),
-        (INTERLEAVED, (5, 12), [0, 0, 1, 1, 2, 3, 4, 4, 5, 5, 6, 7]),
-        (BlockLayout.segmented([(3, 1)], repeat=2), (6,), [0, 1, 2, 3, 4, 5]),
+        (interleaved, (5, 12), [0, 0, 1, 1, 2, 3, 4, 4, 5, 5, 6, 7]),
+        (lambda: BlockLayout.segmented([(3, 1)], repeat=2), (6,), [0, 1, 2, 3, 4, 5]),
     ],
 )
-def test_block_of_every_row(layout, shape, row_block):
+def test_block_of_every_row(make_layout, shape, row_block):
+    layout = make_layout()
     assert layout.row_to_block(shape) == row_block
 
 
 @pytest.mark.parametrize(
-    "layout",
-    [BlockLayout.rows(0), BlockLayout.rows(1, batch_axes=(0,)), BlockLayout.tensor(), BlockLayout.element()],
+    "make_layout",
+    [
+        lambda: BlockLayout.rows(0),
+        lambda: BlockLayout.rows(1, batch_axes=(0,)),
+        lambda: BlockLayout.tensor(),
+        lambda: BlockLayout.element(),
+    ],
 )
-def test_no_row_index_when_each_row_is_a_block_or_rows_do_not_apply(layout):
+def test_no_row_index_when_each_row_is_a_block_or_rows_do_not_apply(make_layout):
+    layout = make_layout()
     assert layout.row_to_block((4, 6, 2)) is None
 
 
 @pytest.mark.parametrize(
-    "layout, shape, v_shape, reduce_dims, blocks_along_axis, num_blocks",
+    "make_layout, shape, v_shape, reduce_dims, blocks_along_axis, num_blocks",
     [
-        (BlockLayout.tensor(), (3, 4), (1, 1), (0, 1), None, 1),
-        (BlockLayout.tensor(), (5,), (1,), (0,), None, 1),
-        (BlockLayout.element(), (3, 4), (3, 4), (), None, 12),
-        (BlockLayout.element(), (2, 3, 4), (2, 3, 4), (), None, 24),
-        (BlockLayout.rows(0), (6, 5), (6, 1), (1,), 6, 6),
-        (BlockLayout.rows(1), (6, 5), (1, 5), (0,), 5, 5),
-        (BlockLayout.rows(0, group=2), (6, 5), (3, 1), (1,), 3, 3),
-        (BlockLayout.rows(0), (7,), (7,), (), 7, 7),
-        (EXPERTS, (4, 6, 5), (4, 6, 1), (2,), 6, 24),
-        (BlockLayout.rows(2, batch_axes=(0,)), (4, 5, 6), (4, 1, 6), (1,), 6, 24),
-        (BlockLayout.rows(1, group=3, batch_axes=(0, 2)), (2, 6, 5, 7), (2, 2, 5, 1), (3,), 2, 20),
-        (QKV, (32, 16), (14, 1), (1,), 14, 14),
-        (INTERLEAVED, (5, 12), (1, 8), (0,), 8, 8),
+        (lambda: BlockLayout.tensor(), (3, 4), (1, 1), (0, 1), None, 1),
+        (lambda: BlockLayout.tensor(), (5,), (1,), (0,), None, 1),
+        (lambda: BlockLayout.element(), (3, 4), (3, 4), (), None, 12),
+        (lambda: BlockLayout.element(), (2, 3, 4), (2, 3, 4), (), None, 24),
+        (lambda: BlockLayout.rows(0), (6, 5), (6, 1), (1,), 6, 6),
+        (lambda: BlockLayout.rows(1), (6, 5), (1, 5), (0,), 5, 5),
+        (lambda: BlockLayout.rows(0, group=2), (6, 5), (3, 1), (1,), 3, 3),
+        (lambda: BlockLayout.rows(0), (7,), (7,), (), 7, 7),
+        (experts, (4, 6, 5), (4, 6, 1), (2,), 6, 24),
+        (lambda: BlockLayout.rows(2, batch_axes=(0,)), (4, 5, 6), (4, 1, 6), (1,), 6, 24),
+        (lambda: BlockLayout.rows(1, group=3, batch_axes=(0, 2)), (2, 6, 5, 7), (2, 2, 5, 1), (3,), 2, 20),
+        (qkv, (32, 16), (14, 1), (1,), 14, 14),
+        (interleaved, (5, 12), (1, 8), (0,), 8, 8),
         (
-            BlockLayout.segmented([(4, 2), (2, 1)], axis=1, repeat=2, batch_axes=(0,)),
+            lambda: BlockLayout.segmented([(4, 2), (2, 1)], axis=1, repeat=2, batch_axes=(0,)),
             (3, 12, 5),
             (3, 8, 1),
             (2,),
@@ -165,7 +189,8 @@ def test_no_row_index_when_each_row_is_a_block_or_rows_do_not_apply(layout):
         ),
     ],
 )
-def test_geometry(layout, shape, v_shape, reduce_dims, blocks_along_axis, num_blocks):
+def test_geometry(make_layout, shape, v_shape, reduce_dims, blocks_along_axis, num_blocks):
+    layout = make_layout()
     assert layout.v_shape(shape) == v_shape
     assert layout.reduce_dims(len(shape)) == reduce_dims
     assert layout.num_blocks(shape) == num_blocks
@@ -175,44 +200,46 @@ def test_geometry(layout, shape, v_shape, reduce_dims, blocks_along_axis, num_bl
 
 # ---- text and plain data ---------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "layout, text",
+    "make_layout, text",
     [
-        (BlockLayout.tensor(), "tensor"),
-        (BlockLayout.element(), "element"),
-        (BlockLayout.rows(0), "rows(dim=0)"),
-        (BlockLayout.rows(1), "rows(dim=1)"),
-        (BlockLayout.rows(0, group=4), "heads(dim=0, size=4)"),
-        (EXPERTS, "rows(dims=0,1)"),
-        (BlockLayout.rows(2, group=2, batch_axes=(0, 1)), "heads(dims=0,1,2, size=2)"),
-        (QKV, "segments(dim=0, (q:16/4 + k:8/4 + v:8/1))"),
-        (INTERLEAVED, "segments(dim=1, (q:4/2 + v:2/1) x2)"),
-        (BlockLayout.segmented([(4, 2), (2, 1)]), "segments(dim=0, (4/2 + 2/1))"),
-        (BlockLayout.segmented([(4, 4)], axis=1, batch_axes=(0,)), "segments(dims=0,1, (4/4))"),
+        (lambda: BlockLayout.tensor(), "tensor"),
+        (lambda: BlockLayout.element(), "element"),
+        (lambda: BlockLayout.rows(0), "rows(dim=0)"),
+        (lambda: BlockLayout.rows(1), "rows(dim=1)"),
+        (lambda: BlockLayout.rows(0, group=4), "heads(dim=0, size=4)"),
+        (experts, "rows(dims=0,1)"),
+        (lambda: BlockLayout.rows(2, group=2, batch_axes=(0, 1)), "heads(dims=0,1,2, size=2)"),
+        (qkv, "segments(dim=0, (q:16/4 + k:8/4 + v:8/1))"),
+        (interleaved, "segments(dim=1, (q:4/2 + v:2/1) x2)"),
+        (lambda: BlockLayout.segmented([(4, 2), (2, 1)]), "segments(dim=0, (4/2 + 2/1))"),
+        (lambda: BlockLayout.segmented([(4, 4)], axis=1, batch_axes=(0,)), "segments(dims=0,1, (4/4))"),
     ],
 )
-def test_table_text(layout, text):
+def test_table_text(make_layout, text):
+    layout = make_layout()
     assert str(layout) == text
 
 
 @pytest.mark.parametrize(
-    "layout, data",
+    "make_layout, data",
     [
-        (BlockLayout.tensor(), {"kind": "tensor"}),
-        (BlockLayout.element(), {"kind": "element"}),
-        (BlockLayout.rows(0), {"kind": "rows", "axis": 0}),
-        (BlockLayout.rows(1, group=2), {"kind": "rows", "axis": 1, "group": 2}),
-        (EXPERTS, {"kind": "rows", "axis": 1, "batch_axes": [0]}),
+        (lambda: BlockLayout.tensor(), {"kind": "tensor"}),
+        (lambda: BlockLayout.element(), {"kind": "element"}),
+        (lambda: BlockLayout.rows(0), {"kind": "rows", "axis": 0}),
+        (lambda: BlockLayout.rows(1, group=2), {"kind": "rows", "axis": 1, "group": 2}),
+        (experts, {"kind": "rows", "axis": 1, "batch_axes": [0]}),
         (
-            INTERLEAVED,
+            interleaved,
             {"kind": "rows", "axis": 1, "segments": [[4, 2, "q"], [2, 1, "v"]], "repeat": 2},
         ),
         (
-            BlockLayout.segmented([(4, 2), (2, 1, "v")]),
+            lambda: BlockLayout.segmented([(4, 2), (2, 1, "v")]),
             {"kind": "rows", "axis": 0, "segments": [[4, 2], [2, 1, "v"]]},
         ),
     ],
 )
-def test_plain_data_lists_only_fields_that_differ_from_the_defaults(layout, data):
+def test_plain_data_lists_only_fields_that_differ_from_the_defaults(make_layout, data):
+    layout = make_layout()
     assert layout.to_dict() == data
     assert BlockLayout.from_dict(data) == layout
 
