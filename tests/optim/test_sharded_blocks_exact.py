@@ -184,3 +184,18 @@ def test_plain_tensor_state_needs_no_process_group():
     assert new_exp_avg_sq(p, elem).shape == (3, 4)
     assert local_tensor(p) is p
     assert not dist.is_initialized()
+
+
+def test_buffers_are_made_on_the_parameter_device_not_the_default_device():
+    """Under `with torch.device("meta")` (a default device set by the user), the row sums, v and
+    the block index still live where the gradient and the parameter are."""
+    (red0, g0), _ = two_ranks(CASES["straddling_heads"][0], CASES["straddling_heads"][1], 4)
+    p, g = torch.ones(6, 2), torch.ones(6, 2)
+    with torch.device("meta"):
+        sums = red0.local_sums(g0)
+        red = build_reduction(BlockLayout.rows(0, group=3), p)
+        v = new_exp_avg_sq(p, red)
+        means = red.mean_square(g)
+    assert sums.device == v.device == means.device == CPU
+    assert sums.flatten().tolist() == pytest.approx([2.0, 2.0, 8.0, 4.0, 0.0, 0.0], rel=1e-14)
+    assert means.flatten().tolist() == [1.0, 1.0]
