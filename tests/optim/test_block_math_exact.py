@@ -5,6 +5,7 @@ every term of the update (bias corrections, eps, decay, betas) moves the result 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ def reference_steps(p0, grads, block_of, lr=LR, betas=BETAS, eps=EPS, wd=WD):
 def run_adam_mini(layout, shape, p0, grads, dtype=torch.float64, **hyper):
     p = torch.nn.Parameter(torch.tensor(p0, dtype=dtype).reshape(shape))
     plan = PartitionPlan({"w": PlanEntry(shape, "linear", layout)})
-    kw = dict(lr=LR, betas=BETAS, eps=EPS, weight_decay=WD) | hyper
+    kw: dict[str, Any] = {"lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": WD, **hyper}
     opt = AdamMini([("w", p)], partition=plan, **kw)
     for g in grads:
         p.grad = torch.tensor(g, dtype=dtype).reshape(shape)

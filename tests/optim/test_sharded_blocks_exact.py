@@ -140,7 +140,8 @@ def test_one_all_reduce_per_group_and_dtype_in_input_order(monkeypatch):
 @pytest.fixture
 def one_rank_mesh() -> Iterator[object]:
     assert not dist.is_initialized()
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    store = dist.HashStore()  # pyright: ignore[reportPrivateImportUsage]
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
         yield init_device_mesh("cpu", (1,))
     finally:
@@ -194,6 +195,7 @@ def test_buffers_are_made_on_the_parameter_device_not_the_default_device():
     with torch.device("meta"):
         sums = red0.local_sums(g0)
         red = build_reduction(BlockLayout.rows(0, group=3), p)
+        assert isinstance(red, BlockReduction)
         v = new_exp_avg_sq(p, red)
         means = red.mean_square(g)
     assert sums.device == v.device == means.device == CPU
