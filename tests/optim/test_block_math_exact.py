@@ -127,7 +127,8 @@ def test_zero_betas(betas):
     torch.testing.assert_close(got.flatten(), torch.tensor(want, dtype=torch.float64), rtol=1e-6, atol=1e-9)
 
 
-def test_decay_only_for_matrices_and_only_by_lr_times_wd():
+@pytest.mark.parametrize("weight_decay", [0.1, 1.0])
+def test_decay_only_for_matrices_and_only_by_lr_times_wd(weight_decay):
     """Zero gradients: the update is 0, so only decoupled decay moves a >= 2-D parameter."""
     w = torch.nn.Parameter(torch.full((2, 2), 3.0, dtype=torch.float64))
     b = torch.nn.Parameter(torch.full((2,), 3.0, dtype=torch.float64))
@@ -137,11 +138,12 @@ def test_decay_only_for_matrices_and_only_by_lr_times_wd():
             "b": PlanEntry((2,), "bias", BlockLayout.element()),
         }
     )
-    opt = AdamMini([("w", w), ("b", b)], partition=plan, lr=0.5, weight_decay=0.1)
+    opt = AdamMini([("w", w), ("b", b)], partition=plan, lr=0.5, weight_decay=weight_decay)
     for _ in range(2):
         w.grad, b.grad = torch.zeros_like(w), torch.zeros_like(b)
         opt.step()
-    assert w.detach().flatten().tolist() == pytest.approx([3.0 * 0.95**2] * 4, rel=1e-15)
+    factor = {0.1: 0.95, 1.0: 0.5}[weight_decay]  # 1 - lr * weight_decay
+    assert w.detach().flatten().tolist() == pytest.approx([3.0 * factor**2] * 4, rel=1e-15)
     assert b.detach().tolist() == [3.0, 3.0]
 
 
