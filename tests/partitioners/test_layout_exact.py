@@ -267,3 +267,9 @@ def test_layouts_are_hashable_values():
     assert {BlockLayout.rows(0, group=2): "a"}[BlockLayout.rows(0, group=2)] == "a"
     assert BlockLayout.rows(0, group=2) != BlockLayout.rows(0, group=4)
     assert BlockLayout.segmented([Segment(4, 2), (2, 1)]).segments == (Segment(4, 2), Segment(2, 1))
+
+
+def test_constructor_defaults():
+    """rows(): dim 0, one block per row, no batch axes; segmented(): dim 0, not repeated."""
+    assert BlockLayout.rows() == BlockLayout("rows", axis=0, batch_axes=(), group=1)
+    assert BlockLayout.segmented([(2, 1)]) == BlockLayout("rows", axis=0, segments=(Segment(2, 1),), repeat=1)
