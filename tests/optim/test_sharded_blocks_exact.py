@@ -167,6 +167,11 @@ def test_dtensor_paths_on_a_one_rank_mesh(one_rank_mesh):
     rep = distribute_tensor(torch.ones(4, 2), mesh, [Replicate()])
     assert type(build_reduction(BlockLayout.rows(0, group=2), rep)) is BlockReduction
 
+    with torch.device("meta"):  # a default device set by the user: block indices stay with p
+        on_rep = build_reduction(BlockLayout.rows(0, group=2), rep)
+    assert isinstance(on_rep, BlockReduction)
+    assert on_rep.row_to_block is not None and on_rep.row_to_block.device == CPU
+
     mesh2d = init_device_mesh("cpu", (1, 1))
     bad = distribute_tensor(torch.ones(4, 2), mesh2d, [Shard(0), Replicate()])
     with pytest.raises(NotImplementedError, match=r"Shard\(0\) on a 1-D mesh .* on a 2-D mesh"):
