@@ -6,11 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.cli import (
-    _JSONARGPARSE_SIGNATURES_AVAILABLE,
-    LightningCLI,
-    OptimizerCallable,
-)
+from lightning.pytorch.cli import LightningCLI, OptimizerCallable
 from omegaconf import OmegaConf
 
 from lightning_adam_mini import (
@@ -20,11 +16,6 @@ from lightning_adam_mini import (
     auto_partition,
 )
 from tests.lightning.lit_gpt import LitGPT, example_tokens, trainer
-
-# LightningCLI needs jsonargparse[signatures] (lightning's "pytorch-extra" extra)
-needs_cli = pytest.mark.skipif(
-    not _JSONARGPARSE_SIGNATURES_AVAILABLE, reason="pip install 'jsonargparse[signatures]>=4.27.7'"
-)
 
 QUIET = [
     "--trainer.accelerator=cpu",
@@ -45,7 +36,6 @@ def run_cli(model_class, *args: str) -> LightningCLI:
     return LightningCLI(model_class, args=["fit", *QUIET, *args], save_config_callback=None)
 
 
-@needs_cli
 def test_cli_optimizer_flag_with_the_callback():
     cli = run_cli(
         LitGPT,
@@ -61,7 +51,6 @@ def test_cli_optimizer_flag_with_the_callback():
     assert cli.trainer.global_step == 2 and all(opt.state[p]["step"] == 2 for p in cli.model.parameters())
 
 
-@needs_cli
 def test_cli_optimizer_flag_alone_binds_itself_at_the_first_step():
     """No callback: the optimizer binds to the network whose forward it saw (LitGPT.model)."""
     cli = run_cli(LitGPT, "--optimizer=lightning_adam_mini.AdamMini", "--optimizer.lr=3e-4")
@@ -94,7 +83,6 @@ class InjectedGPT(LitGPT):
         return self.optimizer(self.parameters())  # bare tensors: AdamMiniCallback binds them
 
 
-@needs_cli
 @pytest.mark.parametrize("through_helper", [True, False])
 def test_optimizer_callable_injection(through_helper):
     args = ["--model.optimizer=lightning_adam_mini.AdamMini", "--model.optimizer.lr=2e-3"]

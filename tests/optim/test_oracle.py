@@ -2,6 +2,7 @@
 
 import copy
 
+import adam_mini
 import pytest
 import torch
 
@@ -9,8 +10,6 @@ from lightning_adam_mini import AdamMini
 from lightning_adam_mini.app.models import Llama, LlamaConfig
 
 from .conftest import batch, lm_loss, max_abs_diff, tiny_plan
-
-adam_mini = pytest.importorskip("adam_mini")
 
 CFG = LlamaConfig(vocab_size=96, dim=64, n_layers=2, n_heads=8, n_kv_heads=2, hidden_dim=96, max_seq_len=32)
 
