@@ -15,7 +15,6 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from lightning_adam_mini.blocks import BlockReduction
 from lightning_adam_mini.sharded import (
     ShardedBlockReduction,
-    block_mean_squares,
     build_reduction,
     local_tensor,
     new_exp_avg_sq,
@@ -106,8 +105,6 @@ def test_one_all_reduce_per_group_and_dtype_in_input_order(monkeypatch):
     heads = torch.tensor(CASES["straddling_heads"][1], dtype=torch.float32)
     norm = torch.tensor(CASES["norm"][1], dtype=F64)
     cols = torch.tensor(CASES["rows_dim1"][1], dtype=torch.float32)
-    plain = torch.tensor([[1.0, 3.0], [2.0, 2.0]])
-    plain_red = BlockReduction.build(BlockLayout.rows(0), (2, 2), CPU)
     per_rank = [
         two_ranks(CASES["straddling_heads"][0], heads, 4),
         two_ranks(CASES["norm"][0], norm, 2),
@@ -116,22 +113,21 @@ def test_one_all_reduce_per_group_and_dtype_in_input_order(monkeypatch):
     calls: list[tuple[object, torch.dtype, int]] = []
     rank1_parts: list[torch.Tensor] = []
     monkeypatch.setattr(dist, "all_reduce", lambda flat, group: rank1_parts.append(flat.clone()))
-    block_mean_squares([r[1][0] for r in per_rank], [r[1][1] for r in per_rank])
+    ShardedBlockReduction.mean_squares([r[1][0] for r in per_rank], [r[1][1] for r in per_rank])
 
     def add_rank1(flat: torch.Tensor, group: object) -> None:
         calls.append((group, flat.dtype, flat.numel()))
         flat.add_(rank1_parts[len(calls) - 1])
 
     monkeypatch.setattr(dist, "all_reduce", add_rank1)
-    out = block_mean_squares(
-        [per_rank[0][0][0], plain_red, per_rank[1][0][0], per_rank[2][0][0]],
-        [per_rank[0][0][1], plain, per_rank[1][0][1], per_rank[2][0][1]],
+    out = ShardedBlockReduction.mean_squares(
+        [per_rank[0][0][0], per_rank[1][0][0], per_rank[2][0][0]],
+        [per_rank[0][0][1], per_rank[1][0][1], per_rank[2][0][1]],
     )
     # fp32: heads (6 row sums) + columns (2) in one call; fp64: the norm (1) in another
     assert calls == [("pg", torch.float32, 8), ("pg", F64, 1)]
     assert [o.flatten().tolist() for o in out] == [
         pytest.approx([2.0, 3.0]),
-        pytest.approx([5.0, 4.0]),  # the plain parameter: per-row means, no collective
         pytest.approx([3.0]),
         pytest.approx([11 / 3, 5 / 3]),
     ]

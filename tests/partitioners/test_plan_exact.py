@@ -70,8 +70,13 @@ def test_from_yaml_reads_hand_written_text_in_its_order():
 
 @pytest.mark.parametrize("text", ["", "- a\n- b\n", "plan: {}\n", "42\n"])
 def test_from_yaml_without_a_params_mapping_says_what_is_expected(text):
-    with pytest.raises(ValueError, match="^a partition plan YAML has a top-level 'params' mapping$"):
-        PartitionPlan.from_yaml(text)
+    with pytest.raises(ValueError) as info:
+        PartitionPlan.from_yaml(text, source="pinned.yaml")
+    assert str(info.value).startswith(
+        "pinned.yaml: a partition plan YAML has a top-level 'params' mapping (parameter name -> "
+        "shape, role, layout), got "
+    )
+    assert str(info.value).endswith("; write one with plan.to_yaml()")
 
 
 def test_table_text():
