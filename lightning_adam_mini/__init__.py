@@ -1,4 +1,10 @@
-"""Adam-mini for PyTorch and Lightning, fed by partitions inferred from the operator graph."""
+"""Adam-mini for PyTorch and Lightning, fed by partitions inferred from the operator graph.
+
+Layout: ``optimizer`` (the thin ``AdamMini`` class) -> ``functional`` (the update as a pure
+function) over a ``reduction.Reduction`` per parameter (``blocks`` plain, ``sharded`` FSDP2);
+``binding``/``owner`` give bare parameters their names and plan; ``lightning`` and ``app`` are
+adapters, imported only when used. See CONTRIBUTING.md for what each file owns.
+"""
 
 from partitioners import BlockLayout, PartitionPlan, auto_partition
 
