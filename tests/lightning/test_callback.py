@@ -32,6 +32,9 @@ def test_rich_table_at_fit_start(capsys):
 def test_plain_text_table_without_rich(caplog, monkeypatch, why):
     if why == "rich not installed":
         monkeypatch.setattr(table, "_RICH_AVAILABLE", False)
+    # Lightning stops propagation when it is imported before a root handler exists (the dev-extra
+    # check in tests/conftest.py imports it early): let caplog see its records either way.
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
     with caplog.at_level(logging.INFO):
         trainer(max_steps=1, callbacks=[AdamMiniCallback(rich=why != "rich=False")]).fit(LitGPT())
     text = caplog.text
