@@ -88,6 +88,7 @@ class BlockReduction:
         """Per-row means (reduced axes kept as size 1) -> per-block means of shape ``v_shape``."""
         if self.row_to_block is None:
             return row.reshape(self.v_shape)
+        assert self.rows_per_block is not None  # built together with row_to_block
         summed = row.new_zeros(self.v_shape).index_add_(self.axis, self.row_to_block, row)
         return summed.div_(self.rows_per_block)
 

@@ -19,6 +19,19 @@ from torch.optim import Optimizer
 from .reduction import Reduction, block_mean_squares
 from .row_kernel import RowStep
 
+# The foreach ops are typed in torch's stubs but left out of ``torch.__all__``, so pyright calls
+# them private; these aliases are the same functions with the stubs' signatures.
+_foreach_add_ = torch._foreach_add_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_addcdiv_ = torch._foreach_addcdiv_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_div_ = torch._foreach_div_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_expm1_ = torch._foreach_expm1_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_lerp_ = torch._foreach_lerp_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_mul = torch._foreach_mul  # pyright: ignore[reportPrivateImportUsage]
+_foreach_mul_ = torch._foreach_mul_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_neg_ = torch._foreach_neg_  # pyright: ignore[reportPrivateImportUsage]
+_foreach_sqrt = torch._foreach_sqrt  # pyright: ignore[reportPrivateImportUsage]
+_foreach_sqrt_ = torch._foreach_sqrt_  # pyright: ignore[reportPrivateImportUsage]
+
 
 def adam_mini(
     params: list[Tensor],
@@ -56,9 +69,9 @@ def adam_mini(
     it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0); the
     others take the foreach path.
     """
+    tensor_lists = [params, grads, exp_avgs, exp_avg_sqs, steps]
     grouped = Optimizer._group_tensors_by_device_and_dtype(
-        [params, grads, exp_avgs, exp_avg_sqs, steps],
-        with_indices=True,  # type: ignore[list-item]
+        cast(list[list[Tensor | None]], tensor_lists), with_indices=True
     )
     for lists, indices in grouped.values():
         device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = cast(
@@ -143,24 +156,24 @@ def adam_mini(
                 )
                 finite = None
         if finite is None:
-            torch._foreach_add_(device_steps, 1)
+            _foreach_add_(device_steps, 1)
         else:  # compiled skip: every update below becomes a select on `finite`
-            torch._foreach_add_(device_steps, [ok.to(t.dtype) for ok, t in zip(finite, device_steps)])
+            _foreach_add_(device_steps, [ok.to(t.dtype) for ok, t in zip(finite, device_steps)])
             mean_sq = [torch.where(ok, ms, v) for ok, ms, v in zip(finite, mean_sq, device_exp_avg_sqs)]
-        torch._foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
+        _foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
 
         # 1 - beta^t as -expm1(t * log(beta)): exact in fp32 where 1 - beta**t would cancel.
         bc1 = _one_minus_power(beta1, device_steps)
         bc2_sqrt = _one_minus_power(beta2, device_steps)
-        torch._foreach_sqrt_(bc2_sqrt)
+        _foreach_sqrt_(bc2_sqrt)
 
         # denom = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr, on the small v tensors, then broadcast.
-        denom = torch._foreach_sqrt(device_exp_avg_sqs)
-        torch._foreach_div_(denom, bc2_sqrt)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_mul_(denom, bc1)
-        torch._foreach_div_(denom, lr)
+        denom = _foreach_sqrt(device_exp_avg_sqs)
+        _foreach_div_(denom, bc2_sqrt)
+        _foreach_add_(denom, eps)
+        _foreach_mul_(denom, bc1)
+        _foreach_div_(denom, lr)
         if finite is not None:  # m / inf = 0: a skipped parameter keeps its value
             denom = [torch.where(ok, d, math.inf) for ok, d in zip(finite, denom)]
         denom = [r.expand(d) for r, d in zip(device_reductions, denom)]
@@ -171,11 +184,11 @@ def adam_mini(
                 for p, i in to_decay:
                     p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
             elif to_decay:
-                torch._foreach_mul_([p for p, _ in to_decay], 1 - lr * weight_decay)
+                _foreach_mul_([p for p, _ in to_decay], 1 - lr * weight_decay)
 
         _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
         if device_exp_avgs[0].dtype == device_params[0].dtype or torch.compiler.is_compiling():
-            torch._foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+            _foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
         else:  # eager, m in another dtype: addcdiv would convert all of m at once
             for p, m, d in zip(device_params, device_exp_avgs, denom):
                 for p_rows, m_rows, d_rows in _row_chunks(p, m, d.expand_as(p)):
@@ -245,11 +258,11 @@ def _update_exp_avgs(
         for m, g, ok in zip(exp_avgs, grads, finite):
             m.copy_(torch.where(ok, torch.lerp(m, g.to(m.dtype), weight), m))
     elif exp_avgs[0].dtype == grads[0].dtype:
-        torch._foreach_lerp_(exp_avgs, grads, weight)
+        _foreach_lerp_(exp_avgs, grads, weight)
     elif torch.compiler.is_compiling():  # the conversion fuses into the update
-        torch._foreach_lerp_(exp_avgs, [g.to(m.dtype) for g, m in zip(grads, exp_avgs)], weight)
+        _foreach_lerp_(exp_avgs, [g.to(m.dtype) for g, m in zip(grads, exp_avgs)], weight)
     else:  # eager, m*(1-w) + w*g; a mixed-dtype add_ converts a whole tensor: go by chunks of rows
-        torch._foreach_mul_(exp_avgs, 1 - weight)
+        _foreach_mul_(exp_avgs, 1 - weight)
         for m, g in zip(exp_avgs, grads):
             for m_rows, g_rows in _row_chunks(m, g):
                 m_rows.add_(g_rows, alpha=weight)
@@ -265,10 +278,10 @@ def _row_chunks(*tensors: Tensor, numel: int = 1 << 18) -> zip[tuple[Tensor, ...
     return zip(*(t.split(rows) for t in tensors))
 
 
-def _one_minus_power(beta: float, steps: list[Tensor]) -> list[Tensor]:
+def _one_minus_power(beta: float, steps: list[Tensor]) -> tuple[Tensor, ...]:
     """``1 - beta**t`` for each step tensor ``t``, without cancellation for beta close to 1."""
     log_beta = math.log(beta) if beta > 0 else -math.inf
-    out = torch._foreach_mul(steps, log_beta)
-    torch._foreach_expm1_(out)
-    torch._foreach_neg_(out)
+    out = _foreach_mul(steps, log_beta)
+    _foreach_expm1_(out)
+    _foreach_neg_(out)
     return out

@@ -10,7 +10,7 @@ import numbers
 import os
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,7 @@ from .functional import adam_mini
 from .in_backward import InBackwardSteps
 from .owner import OwnerWatch
 from .row_kernel import resolve_fused
-from .sharded import build_reduction, local_tensor, new_exp_avg_sq
+from .sharded import ShardedBlockReduction, build_reduction, local_tensor, new_exp_avg_sq
 
 ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
 
@@ -161,7 +161,7 @@ class AdamMini(Optimizer):
         if exp_avg_dtype is not None and not exp_avg_dtype.is_floating_point:
             raise ValueError(f"AdamMini: exp_avg_dtype must be a floating dtype, got {exp_avg_dtype}")
         groups, named, plan = self._resolve(params, partition, example_inputs, example_kwargs)
-        if named is not None:
+        if named is not None and plan is not None:  # _resolve gives both or neither (unbound)
             plan.check_params(named, allow_extra=not isinstance(params, nn.Module))
         self.plan: PartitionPlan | None = plan if named is not None else None
         self._pending_partition = partition if named is None else None
@@ -174,7 +174,7 @@ class AdamMini(Optimizer):
         self._update = compile_private(adam_mini) if compile else adam_mini  # own Dynamo cache
         self._row_step = resolve_fused(fused, all_params, compile)
         self._compiled = compile
-        self._reductions: dict[str, BlockReduction] = {}
+        self._reductions: dict[str, BlockReduction | ShardedBlockReduction] = {}
         self._owner_watch: OwnerWatch | None = None
         self._state_to_load: dict[str, Any] | None = None  # loaded before bind(): applied by it
         if self.plan is None:
@@ -246,13 +246,14 @@ class AdamMini(Optimizer):
             if "param_names" in param_group:
                 named = list(zip(param_group["param_names"], params))
             elif all(isinstance(x, tuple) and len(x) == 2 for x in params):
-                named = params
+                named = cast(list[tuple[str, Tensor]], params)
             else:
                 raise TypeError("AdamMini param groups need names: give (name, param) pairs")
             self.plan.check_params(named, allow_extra=True)
         super().add_param_group(param_group)
-        if getattr(self, "_in_backward", None) is not None:
-            self._in_backward.hook_group(self.param_groups[-1])
+        in_backward: InBackwardSteps | None = getattr(self, "_in_backward", None)  # unset in __init__
+        if in_backward is not None:
+            in_backward.hook_group(self.param_groups[-1])
 
     @property
     def is_bound(self) -> bool:
@@ -288,6 +289,12 @@ class AdamMini(Optimizer):
             self.load_state_dict(state_dict)
         return self
 
+    @property
+    def _bound_plan(self) -> PartitionPlan:
+        """The plan, where the optimizer must be bound already."""
+        assert self.plan is not None, "AdamMini: not bound (call bind(module) first)"
+        return self.plan
+
     def _require_bound(self, what: str) -> None:
         """Bind to the module whose forward used the parameters, if not bound yet (see
         :mod:`.owner`); raises :class:`~.owner.OwnerNotFoundError` when that can't be told."""
@@ -298,10 +305,10 @@ class AdamMini(Optimizer):
         self.bind(module, example_inputs=args, example_kwargs=kwargs)
 
     # ---- state --------------------------------------------------------------------------
-    def _reduction(self, p: Tensor, name: str) -> BlockReduction:
+    def _reduction(self, p: Tensor, name: str) -> BlockReduction | ShardedBlockReduction:
         red = self._reductions.get(name)
         if red is None:
-            red = build_reduction(self.plan[name].layout, p)
+            red = build_reduction(self._bound_plan[name].layout, p)
             self._reductions[name] = red
         return red
 
@@ -484,7 +491,7 @@ class AdamMini(Optimizer):
         return aligned
 
     def _check_same_plan(self, saved: PartitionPlan) -> None:
-        mine = {n: self.plan[n] for g in self.param_groups for n in g["param_names"]}
+        mine = {n: self._bound_plan[n] for g in self.param_groups for n in g["param_names"]}
         if dict(saved) == mine:
             return
         for name, entry in mine.items():

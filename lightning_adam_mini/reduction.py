@@ -10,9 +10,12 @@ add the ranks' partial sums with one collective for all of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class Reduction(Protocol):
@@ -33,7 +36,7 @@ class Reduction(Protocol):
         ...
 
     @classmethod
-    def mean_squares(cls, reductions: Sequence[Reduction], grads: Sequence[Tensor]) -> list[Tensor]:
+    def mean_squares(cls, reductions: Sequence[Self], grads: Sequence[Tensor]) -> list[Tensor]:
         """Per-block means of ``grad**2`` (each ``v``-shaped, fp32 or fp64) for parameters that all
         use this implementation; ``grads`` are the (local) gradients, in order."""
         ...

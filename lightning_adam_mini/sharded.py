@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 import torch.distributed as dist
@@ -35,13 +35,16 @@ from partitioners import BlockLayout
 
 from .blocks import BlockReduction, v_dtype
 
-try:  # DTensor is importable on every supported torch, but keep the plain path import-light.
+if TYPE_CHECKING:
     from torch.distributed.tensor import DTensor, Replicate, Shard
-except ImportError:  # pragma: no cover
-    DTensor = None  # type: ignore[assignment,misc]
+else:
+    try:  # DTensor is importable on every supported torch, but keep the plain path import-light.
+        from torch.distributed.tensor import DTensor, Replicate, Shard
+    except ImportError:  # pragma: no cover
+        DTensor = None
 
 
-def is_sharded(t: Tensor) -> bool:
+def is_sharded(t: Tensor) -> TypeGuard[DTensor]:
     return DTensor is not None and isinstance(t, DTensor)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from torch import fx
 
@@ -122,14 +123,18 @@ def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
         back = [scores_in, *_search(scores_in, forward=False)]
         qk = next((ops for n in back if (ops := _activation_contraction(n)) is not None), None)
         probs = {node} | {n for n in _search(node, forward=True) if op_name(n) in SCORE_OPS}
-        mix = next(
-            (
-                (user, ops)
-                for p in probs
-                for user in p.users
-                if (ops := _activation_contraction(user)) is not None and any(o is p for o, _ in ops)
+        # `ops` is not None where it is yielded (pyright does not narrow a walrus across the tuple).
+        mix = cast(
+            "tuple[fx.Node, list[tuple[fx.Node, int]]] | None",
+            next(
+                (
+                    (user, ops)
+                    for p in probs
+                    for user in p.users
+                    if (ops := _activation_contraction(user)) is not None and any(o is p for o, _ in ops)
+                ),
+                None,
             ),
-            None,
         )
         if qk is None or mix is None:
             continue

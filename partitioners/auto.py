@@ -19,7 +19,7 @@ query or key whose heads couldn't be read. Rules
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,9 @@ def auto_partition(
     return result
 
 
-def _plan_from(model: nn.Module, named: list[tuple[str, torch.Tensor]], graph: GraphPass) -> PartitionPlan:
+def _plan_from(
+    model: nn.Module, named: Sequence[tuple[str, torch.Tensor]], graph: GraphPass
+) -> PartitionPlan:
     """Graph decisions first, then module structure, then name rules; warns about the rest."""
     try:
         structure = structure_decisions(model)

@@ -90,7 +90,7 @@ def parse_shape(text: str) -> torch.Size:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lam-partition", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="lam-partition", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("model", help="module:factory, a Hugging Face config file, or a cached config name")
     parser.add_argument(
         "--shape",

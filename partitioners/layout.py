@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 LayoutKind = Literal["tensor", "element", "rows"]
 
@@ -87,7 +87,8 @@ class BlockLayout:
         batch_axes: Sequence[int] = (),
     ) -> BlockLayout:
         """Row segments along ``axis`` in order, the pattern tiled ``repeat`` times."""
-        segs = tuple(s if isinstance(s, Segment) else Segment(*s) for s in segments)
+        # cast: pyright can't spread a union of tuple lengths over Segment's fields.
+        segs = tuple(s if isinstance(s, Segment) else Segment(*cast(tuple[Any, ...], s)) for s in segments)
         return cls("rows", axis=axis, segments=segs, repeat=repeat, batch_axes=tuple(batch_axes))
 
     def __post_init__(self) -> None:

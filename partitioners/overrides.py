@@ -71,10 +71,13 @@ RuleLike = Rule | Mapping[str, Any]
 
 def load_rules(rules: str | Iterable[RuleLike]) -> list[Rule]:
     """Rules from a YAML text (a list, or a mapping with a top-level ``rules`` list) or objects."""
+    items: Iterable[RuleLike]
     if isinstance(rules, str):
         data = yaml.safe_load(rules)
-        rules = data.get("rules", []) if isinstance(data, Mapping) else data or []
-    return [r if isinstance(r, Rule) else Rule.from_dict(r) for r in rules]
+        items = data.get("rules", []) if isinstance(data, Mapping) else data or []
+    else:
+        items = rules
+    return [r if isinstance(r, Rule) else Rule.from_dict(r) for r in items]
 
 
 def _owner(model: nn.Module | None, name: str) -> nn.Module | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -121,7 +121,10 @@ class PartitionPlan(Mapping[str, PlanEntry]):
     """An ordered, immutable mapping ``fqn -> PlanEntry``; each layout is checked against its shape."""
 
     def __init__(self, entries: Mapping[str, PlanEntry] | Iterable[tuple[str, PlanEntry]]):
-        items = entries.items() if isinstance(entries, Mapping) else entries
+        # cast: pyright narrows the pairs to a Mapping keyed by pairs too, which no caller passes.
+        items: Iterable[tuple[str, PlanEntry]] = (
+            cast(Mapping[str, PlanEntry], entries).items() if isinstance(entries, Mapping) else entries
+        )
         self._entries: dict[str, PlanEntry] = {}
         for name, entry in items:
             if name in self._entries:

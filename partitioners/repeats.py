@@ -88,12 +88,9 @@ def _runs(children: list[nn.Module], shared: set[int]) -> list[tuple[int, int]]:
     ]
     runs, start = [], 0
     for i in range(1, len(children) + 1):
-        if (
-            i == len(children)
-            or sigs[i] is None
-            or sigs[start] is None
-            or not _same(sigs[start], start, sigs[i], i)
-        ):
+        first = sigs[start]
+        sig = sigs[i] if i < len(children) else None  # None: past the end, or shared parameters
+        if sig is None or first is None or not _same(first, start, sig, i):
             runs.append((start, i))
             start = i
     return runs

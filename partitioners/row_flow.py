@@ -16,8 +16,9 @@ import heapq
 import operator
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx
@@ -126,7 +127,7 @@ def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
         return operator.getitem(*args)
     if name in ("view", "_unsafe_view"):  # labels may be expanded views: reshape copies then
         return args[0].reshape(args[1])
-    return node.target(*args, **kwargs)
+    return cast(Callable[..., Any], node.target)(*args, **kwargs)  # a call_function node
 
 
 def _elementwise(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:

@@ -10,7 +10,9 @@ one :class:`Use`; :mod:`.graph_roles` turns the uses into a role and a layout.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 from torch import fx
 
@@ -90,7 +92,8 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
 
 def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int, int]]):
     """For a slicing op on a weight view: (output node, axes, windows) of each piece, or ``None``."""
-    name, args = op_name(node), args_of(node)
+    name = op_name(node)
+    args = cast(Sequence[Any], args_of(node))  # not a tuple: len() checks must not narrow its length
     nd = len(axes)
     in_shape = shape_of(args[0])
     if in_shape is None:
