@@ -6,10 +6,15 @@ function) over a ``reduction.Reduction`` per parameter (``blocks`` plain, ``shar
 adapters, imported only when used. See CONTRIBUTING.md for what each file owns.
 """
 
+from typing import TYPE_CHECKING
+
 from partitioners import BlockLayout, PartitionPlan, auto_partition
 
 from .functional import adam_mini
 from .optimizer import AdamMini, decay_matrices
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them lazily
+    from .lightning import AdamMiniCallback, adam_mini_optimizers
 
 _LIGHTNING_EXPORTS = ("AdamMiniCallback", "adam_mini_optimizers")
 
