@@ -10,7 +10,8 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
-from torchdata.stateful_dataloader import StatefulDataLoader
+
+from .loaders import train_loader, val_loader
 
 NUM_CLASSES = 4
 
@@ -67,17 +68,7 @@ class ShapesDataModule(L.LightningDataModule):
         return torch.zeros(self.batch_size, 1, self.image_size, self.image_size)
 
     def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "Lightning calls setup() before asking for data"
-        # Stateful, so that a run resumed from a checkpoint continues exactly (see text_data).
-        # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
-        return StatefulDataLoader(
-            dataset=self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-        )
+        return train_loader(self.train_set, self.batch_size, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "Lightning calls setup() before asking for data"
-        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return val_loader(self.val_set, self.batch_size, self.num_workers)

@@ -10,7 +10,8 @@ import lightning.pytorch as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchdata.stateful_dataloader import StatefulDataLoader
+
+from .loaders import train_loader, val_loader
 
 #: The Python language reference topics (CPython's pydoc_data), shipped with the package.
 DEFAULT_CORPUS = "python_reference.txt"
@@ -99,18 +100,7 @@ class ByteTextDataModule(L.LightningDataModule):
         return torch.zeros(self.batch_size, self.block_size, dtype=torch.long)
 
     def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None, "Lightning calls setup() before asking for data"
-        # Stateful: its position is saved in Lightning's checkpoints, so a resumed run continues
-        # with exactly the batches the uninterrupted run would have seen.
-        # Keywords only: under DDP Lightning re-creates it from the saved arguments with a sampler.
-        return StatefulDataLoader(
-            dataset=self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=self.num_workers,
-        )
+        return train_loader(self.train_set, self.batch_size, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "Lightning calls setup() before asking for data"
-        return DataLoader(self.val_set, self.batch_size, shuffle=False, num_workers=self.num_workers)
+        return val_loader(self.val_set, self.batch_size, self.num_workers)
