@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -74,26 +74,19 @@ def adam_mini(
         cast(list[list[Tensor | None]], tensor_lists), with_indices=True
     )
     for lists, indices in grouped.values():
-        device_params, device_grads, device_exp_avgs, device_exp_avg_sqs, device_steps = cast(
-            list[list[Tensor]], lists
-        )
-        device_reductions = [reductions[i] for i in indices]
-        device_decayed = [decayed[i] for i in indices]
+        d = _DeviceLists._make([*lists, [reductions[i] for i in indices], [decayed[i] for i in indices]])
         if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
-            fits = [
-                _fits_row_kernel(*x)
-                for x in zip(device_reductions, device_params, device_grads, device_exp_avgs)
-            ]
+            fits = [_fits_row_kernel(*x) for x in zip(d.reductions, d.params, d.grads, d.exp_avgs)]
             for i in (i for i, fit in enumerate(fits) if fit):
-                decay = 1 - lr * weight_decay if device_decayed[i] else 1.0
+                decay = 1 - lr * weight_decay if d.decayed[i] else 1.0
                 _row_kernel_step(
                     row_step,
-                    device_reductions[i],
-                    device_params[i],
-                    device_grads[i],
-                    device_exp_avgs[i],
-                    device_exp_avg_sqs[i],
-                    device_steps[i],
+                    d.reductions[i],
+                    d.params[i],
+                    d.grads[i],
+                    d.exp_avgs[i],
+                    d.exp_avg_sqs[i],
+                    d.steps[i],
                     float(lr),
                     beta1,
                     beta2,
@@ -103,28 +96,11 @@ def adam_mini(
             rest = [i for i, fit in enumerate(fits) if not fit]
             if not rest:
                 continue
-            (
-                device_params,
-                device_grads,
-                device_exp_avgs,
-                device_exp_avg_sqs,
-                device_steps,
-                device_reductions,
-                device_decayed,
-            ) = _select(
-                rest,
-                device_params,
-                device_grads,
-                device_exp_avgs,
-                device_exp_avg_sqs,
-                device_steps,
-                device_reductions,
-                device_decayed,
-            )
+            d = d.select(rest)
 
         # The block reduction reads g first, so that decay, the m update and the p update come
         # last and together (compiled: 1.32x -> 1.07x of fused AdamW's time, benchmarks/step.py).
-        mean_sq = block_mean_squares(device_reductions, device_grads)  # FSDP2 shards: one all_reduce for all
+        mean_sq = block_mean_squares(d.reductions, d.grads)  # FSDP2 shards: one all_reduce for all
         finite: list[Tensor] | None = None
         if nonfinite_skips is not None:
             # A NaN/inf in g makes its blocks' mean square non-finite: no extra pass over g.
@@ -134,65 +110,62 @@ def adam_mini(
                 keep = [i for i, ok in enumerate(torch.stack(finite).tolist()) if ok]  # one host sync
                 if not keep:
                     continue
-                (
-                    device_params,
-                    device_grads,
-                    device_exp_avgs,
-                    device_exp_avg_sqs,
-                    device_steps,
-                    device_reductions,
-                    device_decayed,
-                    mean_sq,
-                ) = _select(
-                    keep,
-                    device_params,
-                    device_grads,
-                    device_exp_avgs,
-                    device_exp_avg_sqs,
-                    device_steps,
-                    device_reductions,
-                    device_decayed,
-                    mean_sq,
-                )
+                d, mean_sq = d.select(keep), _pick(mean_sq, keep)  # no comprehension: no cell for mean_sq
                 finite = None
         if finite is None:
-            _foreach_add_(device_steps, 1)
+            _foreach_add_(d.steps, 1)
         else:  # compiled skip: every update below becomes a select on `finite`
-            _foreach_add_(device_steps, [ok.to(t.dtype) for ok, t in zip(finite, device_steps)])
-            mean_sq = [torch.where(ok, ms, v) for ok, ms, v in zip(finite, mean_sq, device_exp_avg_sqs)]
-        _foreach_lerp_(device_exp_avg_sqs, mean_sq, 1 - beta2)
+            _foreach_add_(d.steps, [ok.to(t.dtype) for ok, t in zip(finite, d.steps)])
+            mean_sq = [torch.where(ok, ms, v) for ok, ms, v in zip(finite, mean_sq, d.exp_avg_sqs)]
+        _foreach_lerp_(d.exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
 
         # 1 - beta^t as -expm1(t * log(beta)): exact in fp32 where 1 - beta**t would cancel.
-        bc1 = _one_minus_power(beta1, device_steps)
-        bc2_sqrt = _one_minus_power(beta2, device_steps)
+        bc1 = _one_minus_power(beta1, d.steps)
+        bc2_sqrt = _one_minus_power(beta2, d.steps)
         _foreach_sqrt_(bc2_sqrt)
 
         # denom = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr, on the small v tensors, then broadcast.
-        denom = _foreach_sqrt(device_exp_avg_sqs)
+        denom = _foreach_sqrt(d.exp_avg_sqs)
         _foreach_div_(denom, bc2_sqrt)
         _foreach_add_(denom, eps)
         _foreach_mul_(denom, bc1)
         _foreach_div_(denom, lr)
         if finite is not None:  # m / inf = 0: a skipped parameter keeps its value
-            denom = [torch.where(ok, d, math.inf) for ok, d in zip(finite, denom)]
-        denom = [r.expand(d) for r, d in zip(device_reductions, denom)]
+            denom = [torch.where(ok, x, math.inf) for ok, x in zip(finite, denom)]
+        denom = [r.expand(x) for r, x in zip(d.reductions, denom)]
 
         if weight_decay != 0:
-            to_decay = [(p, i) for i, (p, d) in enumerate(zip(device_params, device_decayed)) if d]
+            to_decay = [(p, i) for i, (p, dec) in enumerate(zip(d.params, d.decayed)) if dec]
             if finite is not None:  # compiled skip: a skipped parameter is not decayed either
                 for p, i in to_decay:
                     p.mul_(torch.where(finite[i], 1 - lr * weight_decay, 1.0))
             elif to_decay:
                 _foreach_mul_([p for p, _ in to_decay], 1 - lr * weight_decay)
 
-        _update_exp_avgs(device_exp_avgs, device_grads, 1 - beta1, finite)
-        if device_exp_avgs[0].dtype == device_params[0].dtype or torch.compiler.is_compiling():
-            _foreach_addcdiv_(device_params, device_exp_avgs, denom, value=-1.0)
+        _update_exp_avgs(d.exp_avgs, d.grads, 1 - beta1, finite)
+        if d.exp_avgs[0].dtype == d.params[0].dtype or torch.compiler.is_compiling():
+            _foreach_addcdiv_(d.params, d.exp_avgs, denom, value=-1.0)
         else:  # eager, m in another dtype: addcdiv would convert all of m at once
-            for p, m, d in zip(device_params, device_exp_avgs, denom):
-                for p_rows, m_rows, d_rows in _row_chunks(p, m, d.expand_as(p)):
-                    p_rows.addcdiv_(m_rows, d_rows, value=-1.0)
+            for p, m, x in zip(d.params, d.exp_avgs, denom):
+                for p_rows, m_rows, x_rows in _row_chunks(p, m, x.expand_as(p)):
+                    p_rows.addcdiv_(m_rows, x_rows, value=-1.0)
+
+
+class _DeviceLists(NamedTuple):
+    """One device-and-dtype group's parallel lists (position ``i`` is one parameter)."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    exp_avgs: list[Tensor]
+    exp_avg_sqs: list[Tensor]
+    steps: list[Tensor]
+    reductions: list[Reduction]
+    decayed: list[bool]
+
+    def select(self, keep: list[int]) -> _DeviceLists:
+        """Every list restricted to the positions in ``keep`` (eager paths only)."""
+        return _DeviceLists._make(_pick(xs, keep) for xs in self)
 
 
 def _fits_row_kernel(reduction: Reduction, p: Tensor, g: Tensor, m: Tensor) -> bool:
@@ -243,9 +216,9 @@ def _row_kernel_step(
     )
 
 
-def _select(keep: list[int], *lists: Sequence[Any]) -> list[list[Any]]:
-    """Each list restricted to the positions in ``keep``."""
-    return [[xs[i] for i in keep] for xs in lists]
+def _pick(xs: list[Any], keep: list[int]) -> list[Any]:
+    """``xs`` at the positions in ``keep``."""
+    return [xs[i] for i in keep]
 
 
 def _update_exp_avgs(

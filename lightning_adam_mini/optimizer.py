@@ -415,7 +415,7 @@ class AdamMini(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             nonfinite_skips=skips,
-            **({"row_step": self._row_step} if self._row_step is not None else {}),
+            row_step=self._row_step,
         )
 
     # ---- checkpoints --------------------------------------------------------------------
