@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 from collections.abc import Callable
 
@@ -25,6 +26,23 @@ def llama_config(dim: int, layers: int, vocab: int) -> LlamaConfig:
         n_kv_heads=max(1, dim // 256),
         hidden_dim=int(dim * 8 / 3) // 64 * 64,
     )
+
+
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The step benchmarks' shared options: the device and the Llama-shaped model's size/dtype."""
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+
+
+def model_from_args(args: argparse.Namespace) -> tuple[Llama, LlamaConfig, torch.device]:
+    """The seeded model that :func:`add_model_args`' options describe, on its device and dtype."""
+    device = torch.device(args.device)
+    cfg = llama_config(args.dim, args.layers, args.vocab)
+    torch.manual_seed(0)
+    return Llama(cfg).to(device=device, dtype=getattr(torch, args.dtype)), cfg, device
 
 
 def contenders(model: Llama, cfg: LlamaConfig, official: bool = True) -> dict[str, MakeOptimizer]:

@@ -18,9 +18,8 @@ import statistics
 import time
 
 import torch
-from contenders import compulsory_bytes, contenders, llama_config, machine_line
+from contenders import add_model_args, compulsory_bytes, contenders, machine_line, model_from_args
 
-from lightning_adam_mini.app.models import Llama
 from lightning_adam_mini.stats import optimizer_state_bytes
 
 
@@ -45,18 +44,11 @@ def timed(fn, device: torch.device) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_model_args(ap)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
-    device = torch.device(args.device)
-    cfg = llama_config(args.dim, args.layers, args.vocab)
-    torch.manual_seed(0)
-    base = Llama(cfg).to(device=device, dtype=getattr(torch, args.dtype))
+    base, cfg, device = model_from_args(args)
     grads = [torch.randn_like(p) * 1e-3 for p in base.parameters()]
 
     runs = {}

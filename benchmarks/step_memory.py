@@ -23,9 +23,7 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # before torch allocates a
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
 
 import torch
-from contenders import contenders, llama_config, machine_line
-
-from lightning_adam_mini.app.models import Llama
+from contenders import add_model_args, contenders, machine_line, model_from_args
 
 
 def _status_kib(field: str) -> int:
@@ -52,16 +50,9 @@ def peak_step_bytes(opt: torch.optim.Optimizer, device: torch.device) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_model_args(ap)
     args = ap.parse_args()
-    device = torch.device(args.device)
-    cfg = llama_config(args.dim, args.layers, args.vocab)
-    torch.manual_seed(0)
-    base = Llama(cfg).to(device=device, dtype=getattr(torch, args.dtype))
+    base, cfg, device = model_from_args(args)
     param_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     grads = [torch.randn_like(p) * 1e-3 for p in base.parameters()]
     print(machine_line(base, cfg, device))
