@@ -31,13 +31,16 @@ log = logging.getLogger(__name__)
 #: (column, metrics.json key, scale, format)
 COLUMNS = (
     ("final val loss", "final_val_loss", 1.0, "{:.4f}"),
+    ("final test loss", "final_test_loss", 1.0, "{:.4f}"),  # only runs with data.test_fraction > 0
     ("tokens/s", "tokens_per_s", 1.0, "{:,.0f}"),
     ("peak memory (MiB)", "peak_memory_bytes", 1 / MiB, "{:,.1f}"),
     ("optimizer state (MiB)", "optimizer_state_bytes", 1 / MiB, "{:.3f}"),
     ("state vs AdamW", "state_vs_adamw", 100.0, "{:.1f}%"),
 )
+#: columns a run may lack (written only by some runs); the table leaves them out when no run has one
+OPTIONAL = ("final_test_loss",)
 #: what a finished run's metrics.json must hold to be compared
-REQUIRED = ("overrides", "train_curve", "val_curve", *(key for _, key, _, _ in COLUMNS))
+REQUIRED = ("overrides", "train_curve", "val_curve", *(k for _, k, _, _ in COLUMNS if k not in OPTIONAL))
 
 
 def read_run(path: Path) -> dict[str, Any] | None:
@@ -132,17 +135,23 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "diverged": sum(not math.isfinite(m["final_val_loss"]) for m in members),
         }
         for _, key, scale, _ in COLUMNS:
-            row[key] = _mean_std([m[key] * scale for m in members])
+            row[key] = _mean_std([m.get(key, math.nan) * scale for m in members])
         rows.append(row)
     return rows
 
 
+def _shown_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, float, str]]:
+    """The columns, less the optional ones that no row has a value for."""
+    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(math.isfinite(r[c[1]][0]) for r in rows)]
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = ["setting", "runs", *(c[0] for c in COLUMNS)]
+    columns = _shown_columns(rows)
+    header = ["setting", "runs", *(c[0] for c in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["setting"], str(row["n"])]
-        for _, key, _, fmt in COLUMNS:
+        for _, key, _, fmt in columns:
             mean, std = row[key]
             finite = row["n"] - (row["diverged"] if key == "final_val_loss" else 0)
             cell = fmt.format(mean) + (f" ± {fmt.format(std)}" if finite > 1 else "")

@@ -7,6 +7,7 @@ can swap them freely; only :class:`~lightning_adam_mini.AdamMini` uses a plan.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,13 @@ from ..optimizer import AdamMini, decay_matrices
 PlanFactory = Callable[[nn.Module, tuple[Any, ...]], PartitionPlan]
 
 
-def auto_plan(model: nn.Module, example_inputs: tuple[Any, ...]) -> PartitionPlan:
-    """The graph partition: ``auto_partition(model, example_inputs)``."""
-    return auto_partition(model, example_inputs)
+def auto_plan(
+    model: nn.Module, example_inputs: tuple[Any, ...], overrides: list[dict[str, Any]] | None = None
+) -> PartitionPlan:
+    """The graph partition: ``auto_partition(model, example_inputs, overrides=overrides)``;
+    ``overrides`` are rules (:mod:`partitioners.overrides`) applied on top, e.g.
+    ``[{match: "*.mlp.*.weight", layout: element}]`` for Adam's per-element ``v`` on the MLPs."""
+    return auto_partition(model, example_inputs, overrides=overrides)
 
 
 def _model_width_heads(model: nn.Module) -> tuple[int, int]:
@@ -51,15 +56,32 @@ def pinned_plan(model: nn.Module, example_inputs: tuple[Any, ...], path: str) ->
     return load_plan(path)
 
 
+def _target(optimizer_factory: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
+    return optimizer_factory.func if isinstance(optimizer_factory, functools.partial) else optimizer_factory
+
+
 def uses_plan(optimizer_factory: Callable[..., Optimizer]) -> bool:
     """Whether the (partial) optimizer class is AdamMini, i.e. takes a partition plan."""
-    target = optimizer_factory.func if isinstance(optimizer_factory, functools.partial) else optimizer_factory
+    target = _target(optimizer_factory)
     return isinstance(target, type) and issubclass(target, AdamMini)
+
+
+def builds_from_model(optimizer_factory: Callable[..., Optimizer]) -> bool:
+    """Whether the (partial) factory takes the model itself as its first argument ``model``
+    (e.g. :func:`~lightning_adam_mini.app.official.official_adam_mini`), not parameter groups."""
+    target = _target(optimizer_factory)
+    if isinstance(target, type):
+        return False
+    first = next(iter(inspect.signature(target).parameters), None)
+    return first == "model"
 
 
 def baseline_optimizer(optimizer_factory: Callable[..., Optimizer], model: nn.Module) -> Optimizer:
     """A baseline (e.g. AdamW) whose weight decay applies to the parameters AdamMini's default
-    ``decay_filter`` picks, so that the comparison is like for like."""
+    ``decay_filter`` picks, so that the comparison is like for like; a factory that
+    :func:`builds_from_model` gets the model and applies its own rules."""
+    if builds_from_model(optimizer_factory):
+        return optimizer_factory(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decayed = [decay_matrices(n, p) for n, p in named]
     return optimizer_factory(

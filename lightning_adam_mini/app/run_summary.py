@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import resource
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch import nn
+from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from ..stats import optimizer_state_bytes
 
@@ -17,6 +19,22 @@ from ..stats import optimizer_state_bytes
 def adamw_state_bytes(model: nn.Module) -> int:
     """What ``torch.optim.AdamW`` keeps for ``model``: m and v in each param's dtype + a fp32 step."""
     return sum(2 * p.numel() * p.element_size() + 4 for p in model.parameters() if p.requires_grad)
+
+
+#: state keys that hold second moments: torch's Adam/AdamW and AdamMini, the official Adam-mini
+SECOND_MOMENT_KEYS = ("exp_avg_sq", "v", "vmean")
+
+
+def second_moment_values(optimizers: Iterable[Optimizer]) -> int:
+    """How many second-moment values the optimizers keep (one per element for AdamW, one per
+    block for Adam-mini): the x axis of a memory-quality frontier."""
+    return sum(
+        t.numel()
+        for opt in optimizers
+        for state in opt.state.values()
+        for key, t in state.items()
+        if key in SECOND_MOMENT_KEYS and isinstance(t, Tensor)
+    )
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
@@ -33,6 +51,7 @@ class RunSummary(Callback):
     def __init__(self) -> None:
         self.train_curve: list[tuple[int, float]] = []
         self.val_curve: list[tuple[int, float]] = []
+        self.test_loss = float("nan")
         self.train_seconds = 0.0
         self.tokens = 0
         self._t0 = 0.0
@@ -62,6 +81,11 @@ class RunSummary(Callback):
         else:
             self.val_curve.append(point)
 
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("test/loss")
+        if value is not None:
+            self.test_loss = float(value)
+
     # Kept in Lightning's checkpoints, so a resumed run reports its whole history.
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +107,8 @@ class RunSummary(Callback):
         peak, peak_kind = peak_memory(trainer.strategy.root_device)
         return {
             "final_val_loss": self.val_curve[-1][1] if self.val_curve else float("nan"),
+            # on the data module's test split (NaN without one): report it when val chose settings
+            "final_test_loss": self.test_loss,
             "steps": trainer.global_step,
             "tokens": self.tokens,
             "train_seconds": self.train_seconds,
@@ -90,6 +116,7 @@ class RunSummary(Callback):
             "peak_memory_bytes": peak,
             "peak_memory_kind": peak_kind,
             "optimizer_state_bytes": state,
+            "second_moment_values": second_moment_values(trainer.optimizers),
             "adamw_state_bytes": adamw,
             "state_vs_adamw": state / adamw if adamw else float("nan"),
             "num_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -61,11 +61,22 @@ class AdamWSchema(OptimizerSchema):
     _target_: str = "torch.optim.AdamW"
 
 
+@dataclass
+class OfficialAdamMiniSchema(OptimizerSchema):
+    _target_: str = "lightning_adam_mini.app.official.official_adam_mini"
+    dim: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    verbose: bool = True
+
+
 # ---- partition (factories called as f(model, example_inputs) -> PartitionPlan) ---------------------
 @dataclass
 class AutoPartitionSchema:
     _target_: str = "lightning_adam_mini.app.plans.auto_plan"
     _partial_: bool = True
+    _convert_: str = "all"  # rules arrive as plain dicts
+    overrides: Any = None  # a list of rules {match|module, role?, layout?}, applied in order
 
 
 @dataclass
@@ -92,6 +103,7 @@ class TextDataSchema:
     batch_size: int = 32
     val_fraction: float = 0.1
     num_workers: int = 0
+    test_fraction: float = 0.0
 
 
 @dataclass
@@ -156,6 +168,7 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "train_schema"): TrainSchema,
     ("optimizer", "adam_mini_schema"): AdamMiniSchema,
     ("optimizer", "adamw_schema"): AdamWSchema,
+    ("optimizer", "adam_mini_official_schema"): OfficialAdamMiniSchema,
     ("partition", "auto_schema"): AutoPartitionSchema,
     ("partition", "names_schema"): NamesPartitionSchema,
     ("partition", "pinned_schema"): PinnedPartitionSchema,

@@ -111,6 +111,9 @@ class CrossEntropyTask(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
 
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch), sync_dist=True)
+
     def configure_optimizers(self) -> Any:
         if self.uses_plan:
             return adam_mini_optimizers(

@@ -54,7 +54,12 @@ class TokenWindows(Dataset):
 
 
 class ByteTextDataModule(L.LightningDataModule):
-    """Bytes of a UTF-8 file as tokens (vocab 256); the last ``val_fraction`` is validation."""
+    """Bytes of a UTF-8 file as tokens (vocab 256), split in order into train | val | test.
+
+    The last ``test_fraction`` of the bytes is the test split (default 0: none), the
+    ``val_fraction`` before it the validation split. With a test split, choose settings (e.g. the
+    lr) on the validation loss and report the test loss, which the choice never saw.
+    """
 
     vocab_size = 256
 
@@ -65,6 +70,7 @@ class ByteTextDataModule(L.LightningDataModule):
         batch_size: int = 32,
         val_fraction: float = 0.1,
         num_workers: int = 0,
+        test_fraction: float = 0.0,
     ):
         super().__init__()
         for name, value in (("block_size", block_size), ("batch_size", batch_size)):
@@ -72,28 +78,46 @@ class ByteTextDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name} must be >= 1, got {value}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0.0 <= test_fraction < 1.0 - val_fraction:
+            raise ValueError(
+                f"data.test_fraction must be in [0, 1 - val_fraction) = [0, {1 - val_fraction:g}), "
+                f"got {test_fraction}"
+            )
         self.path, self.block_size, self.batch_size = path, block_size, batch_size
-        self.val_fraction, self.num_workers = val_fraction, num_workers
+        self.val_fraction, self.test_fraction, self.num_workers = val_fraction, test_fraction, num_workers
         # Read and checked now, while the config is built, not after the model and Trainer are.
         self.tokens = torch.frombuffer(bytearray(read_corpus(path)), dtype=torch.uint8).long()
         self.n_val = int(len(self.tokens) * val_fraction)
-        train_windows = (len(self.tokens) - self.n_val - 1) // block_size
-        if self.n_val <= block_size or train_windows < batch_size:
-            need = max((block_size + 1) / val_fraction, (batch_size * block_size + 1) / (1 - val_fraction))
+        self.n_test = int(len(self.tokens) * test_fraction)
+        held_out = self.n_val + self.n_test
+        train_windows = (len(self.tokens) - held_out - 1) // block_size
+        too_short = self.n_val <= block_size or (test_fraction > 0 and self.n_test <= block_size)
+        if too_short or train_windows < batch_size:
+            smallest = min(f for f in (val_fraction, test_fraction) if f > 0)
+            train_fraction = 1 - val_fraction - test_fraction
+            need = max((block_size + 1) / smallest, (batch_size * block_size + 1) / train_fraction)
             raise ValueError(
                 f"data.path={path!r} has {len(self.tokens)} bytes: too few for data.block_size="
-                f"{block_size}, data.batch_size={batch_size} and data.val_fraction={val_fraction} "
-                f"(one training batch and one validation window need about {math.ceil(need)} bytes); "
-                "give a longer file or smaller sizes"
+                f"{block_size}, data.batch_size={batch_size}, data.val_fraction={val_fraction} and "
+                f"data.test_fraction={test_fraction} (one training batch and one window per held-out "
+                f"split need about {math.ceil(need)} bytes); give a longer file or smaller sizes"
             )
         self.train_set: TokenWindows | None = None
         self.val_set: TokenWindows | None = None
+        self.test_set: TokenWindows | None = None
+
+    @property
+    def has_test_split(self) -> bool:
+        return self.n_test > 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.train_set = TokenWindows(self.tokens[: -self.n_val], self.block_size)
-        self.val_set = TokenWindows(self.tokens[-self.n_val :], self.block_size)
+        n_train = len(self.tokens) - self.n_val - self.n_test
+        self.train_set = TokenWindows(self.tokens[:n_train], self.block_size)
+        self.val_set = TokenWindows(self.tokens[n_train : n_train + self.n_val], self.block_size)
+        if self.has_test_split:
+            self.test_set = TokenWindows(self.tokens[n_train + self.n_val :], self.block_size)
 
     def example_input(self) -> Tensor:
         """A batch of ``x`` with the training shape (values irrelevant; used for tracing)."""
@@ -104,3 +128,8 @@ class ByteTextDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return val_loader(self.val_set, self.batch_size, self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise ValueError("no test split: set data.test_fraction > 0")
+        return val_loader(self.test_set, self.batch_size, self.num_workers)

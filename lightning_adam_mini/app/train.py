@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import math
 import signal
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         interrupted = True
     else:
         trainer.validate(task, datamodule=datamodule, verbose=False)
+        if getattr(datamodule, "has_test_split", False):
+            trainer.test(task, datamodule=datamodule, verbose=False)
 
     choices = dict(hydra_cfg.runtime.choices)
     summary = summary_cb.summary(trainer, task.net)
@@ -198,7 +201,12 @@ def _write_outputs(
         "\n".join(
             [
                 f"run: {summary['label']}  seed={cfg.seed}  lr={cfg.optimizer.lr:g}  device={summary['device']}",
-                f"final val loss:   {summary['final_val_loss']:.4f}  (after {summary['steps']} steps)",
+                f"final val loss:   {summary['final_val_loss']:.4f}  (after {summary['steps']} steps)"
+                + (
+                    f"; test loss {summary['final_test_loss']:.4f}"
+                    if math.isfinite(summary["final_test_loss"])
+                    else ""
+                ),
                 f"throughput:       {summary['tokens_per_s']:,.0f} tokens/s (training steps only)",
                 f"{summary['peak_memory_kind']}: {summary['peak_memory_bytes'] / MiB:,.1f} MiB",
                 f"optimizer state:  {summary['optimizer_state_bytes'] / MiB:.3f} MiB; AdamW would keep "
