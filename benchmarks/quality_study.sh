@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Adam-mini against AdamW on the demo task, with the official package side by side (issue 11).
+#
+#   bash benchmarks/quality_study.sh [OUT]        # OUT defaults to outputs/quality_study
+#
+# Every run is a lam-train Hydra multirun (experiment=quality: train | val | test split); each
+# sweep ends with lam-compare's summary.md in its directory. Two sweeps run at a time, one thread
+# each (2-core machine). A stage whose summary.md exists is skipped, so an interrupted study
+# resumes where it stopped. Stages:
+#   1. tune:     lr grid per optimizer and layout on the default size and length, seed 0,
+#                chosen by the *validation* loss
+#   2. sweep:    3 sizes (10x) x 2 lengths x 3 seeds x {adam_mini, adamw}, GPT-2 and Llama layouts,
+#                each optimizer at its own tuned lr; reported on the *test* split
+#   3. official: adam_mini_official and adam_mini (name plan) on llama_tiny, 3 seeds (the graph
+#                plan's runs come from the sweep)
+#   4. frontier: plans of different granularity on gpt_tiny (400 steps): val/test loss against
+#                the number of second-moment values
+# Then benchmarks/quality_report.py writes the tables and plots (docs/quality/).
+set -euo pipefail
+OUT=${1:-outputs/quality_study}
+LRS=${LRS:-2.5e-3,5e-3,1e-2,2e-2}
+SEEDS=${SEEDS:-0,1,2}
+FRONTIER_SEEDS=${FRONTIER_SEEDS:-0,1,2}
+export OMP_NUM_THREADS=1
+mkdir -p "$OUT"
+start=$(date +%s)
+
+# sweep DIR ARGS...: one lam-train multirun into DIR, unless DIR already has its summary
+sweep() {
+  local dir=$1
+  shift
+  if [[ -f $dir/summary.md ]]; then
+    echo "skip $dir (done)"
+    return
+  fi
+  rm -rf "$dir"
+  lam-train -m experiment=quality "$@" hydra.sweep.dir="$dir" >"$dir.log" 2>&1
+  echo "done $dir ($(($(date +%s) - start)) s since start)"
+}
+
+best_lr() { python benchmarks/quality_report.py best-lr "$OUT/tune" --optimizer "$1" --model "$2"; }
+
+# 1. tune (one process per optimizer, both layouts)
+for opt in adam_mini adamw; do
+  (
+    sweep "$OUT/tune/$opt-gpt" model=gpt_tiny optimizer=$opt optimizer.lr=$LRS seed=0
+    sweep "$OUT/tune/$opt-llama" model=llama_tiny optimizer=$opt optimizer.lr=$LRS seed=0
+  ) &
+done
+wait
+
+# 2. sweep (one process per optimizer, each at its tuned lr per layout)
+for opt in adam_mini adamw; do
+  (
+    lr=$(best_lr $opt gpt_tiny)
+    sweep "$OUT/sweep/$opt-gpt" model=gpt_mini,gpt_tiny,gpt_small optimizer=$opt optimizer.lr=$lr \
+      trainer.max_steps=100,400 seed=$SEEDS
+    lr=$(best_lr $opt llama_tiny)
+    sweep "$OUT/sweep/$opt-llama" model=llama_mini,llama_tiny,llama_small optimizer=$opt \
+      optimizer.lr=$lr trainer.max_steps=100,400 seed=$SEEDS
+  ) &
+done
+wait
+
+# 3. official package vs ours on the names it knows (same lr as our adam_mini on llama)
+lr=$(best_lr adam_mini llama_tiny)
+sweep "$OUT/official/official" model=llama_tiny optimizer=adam_mini_official optimizer.lr=$lr seed=$SEEDS &
+sweep "$OUT/official/names" model=llama_tiny optimizer=adam_mini_names optimizer.lr=$lr seed=$SEEDS &
+wait
+
+# 4. frontier on gpt_tiny: rules on top of the graph plan (partitioners.overrides), the name plan
+lr=$(best_lr adam_mini gpt_tiny)
+plan() { sweep "$OUT/frontier/$1" model=gpt_tiny optimizer=adam_mini optimizer.lr=$lr seed=$FRONTIER_SEEDS "${@:2}"; }
+(
+  plan all_tensor 'partition.overrides=[{match: "*", layout: tensor}]'
+  plan names partition=names
+  plan embed_element 'partition.overrides=[{match: "transformer.w[tp]e.weight", layout: element}]'
+) &
+(
+  plan attn_element 'partition.overrides=[{match: "*.attn.*.weight", layout: element}]'
+  plan mlp_element 'partition.overrides=[{match: "*.mlp.*.weight", layout: element}]'
+  plan all_element 'partition.overrides=[{match: "*", layout: element}]'
+) &
+wait
+
+echo "study finished in $(($(date +%s) - start)) s"
+python benchmarks/quality_report.py report "$OUT"
