@@ -34,54 +34,63 @@ sweep() {
     return
   fi
   rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
   lam-train -m experiment=quality "$@" hydra.sweep.dir="$dir" >"$dir.log" 2>&1
   echo "done $dir ($(($(date +%s) - start)) s since start)"
+}
+
+# in_parallel F G: run the shell functions F and G at once; fail if either fails
+in_parallel() {
+  "$1" &
+  local first=$!
+  "$2" &
+  local second=$!
+  wait "$first"
+  wait "$second"
 }
 
 best_lr() { python benchmarks/quality_report.py best-lr "$OUT/tune" --optimizer "$1" --model "$2"; }
 
 # 1. tune (one process per optimizer, both layouts)
-for opt in adam_mini adamw; do
-  (
-    sweep "$OUT/tune/$opt-gpt" model=gpt_tiny optimizer=$opt optimizer.lr=$LRS seed=0
-    sweep "$OUT/tune/$opt-llama" model=llama_tiny optimizer=$opt optimizer.lr=$LRS seed=0
-  ) &
-done
-wait
+tune() {
+  sweep "$OUT/tune/$1-gpt" model=gpt_tiny optimizer="$1" optimizer.lr=$LRS seed=0
+  sweep "$OUT/tune/$1-llama" model=llama_tiny optimizer="$1" optimizer.lr=$LRS seed=0
+}
+tune_adam_mini() { tune adam_mini; }
+tune_adamw() { tune adamw; }
+in_parallel tune_adam_mini tune_adamw
 
 # 2. sweep (one process per optimizer, each at its tuned lr per layout)
-for opt in adam_mini adamw; do
-  (
-    lr=$(best_lr $opt gpt_tiny)
-    sweep "$OUT/sweep/$opt-gpt" model=gpt_mini,gpt_tiny,gpt_small optimizer=$opt optimizer.lr=$lr \
-      trainer.max_steps=100,400 seed=$SEEDS
-    lr=$(best_lr $opt llama_tiny)
-    sweep "$OUT/sweep/$opt-llama" model=llama_mini,llama_tiny,llama_small optimizer=$opt \
-      optimizer.lr=$lr trainer.max_steps=100,400 seed=$SEEDS
-  ) &
-done
-wait
+size_sweep() {
+  sweep "$OUT/sweep/$1-gpt" model=gpt_mini,gpt_tiny,gpt_small optimizer="$1" \
+    optimizer.lr="$(best_lr "$1" gpt_tiny)" trainer.max_steps=100,400 seed=$SEEDS
+  sweep "$OUT/sweep/$1-llama" model=llama_mini,llama_tiny,llama_small optimizer="$1" \
+    optimizer.lr="$(best_lr "$1" llama_tiny)" trainer.max_steps=100,400 seed=$SEEDS
+}
+sweep_adam_mini() { size_sweep adam_mini; }
+sweep_adamw() { size_sweep adamw; }
+in_parallel sweep_adam_mini sweep_adamw
 
 # 3. official package vs ours on the names it knows (same lr as our adam_mini on llama)
 lr=$(best_lr adam_mini llama_tiny)
-sweep "$OUT/official/official" model=llama_tiny optimizer=adam_mini_official optimizer.lr=$lr seed=$SEEDS &
-sweep "$OUT/official/names" model=llama_tiny optimizer=adam_mini_names optimizer.lr=$lr seed=$SEEDS &
-wait
+official() { sweep "$OUT/official/official" model=llama_tiny optimizer=adam_mini_official optimizer.lr="$lr" seed=$SEEDS; }
+names() { sweep "$OUT/official/names" model=llama_tiny optimizer=adam_mini_names optimizer.lr="$lr" seed=$SEEDS; }
+in_parallel official names
 
 # 4. frontier on gpt_tiny: rules on top of the graph plan (partitioners.overrides), the name plan
 lr=$(best_lr adam_mini gpt_tiny)
-plan() { sweep "$OUT/frontier/$1" model=gpt_tiny optimizer=adam_mini optimizer.lr=$lr seed=$FRONTIER_SEEDS "${@:2}"; }
-(
+plan() { sweep "$OUT/frontier/$1" model=gpt_tiny optimizer=adam_mini optimizer.lr="$lr" seed=$FRONTIER_SEEDS "${@:2}"; }
+frontier_a() {
   plan all_tensor 'partition.overrides=[{match: "*", layout: tensor}]'
   plan names partition=names
   plan embed_element 'partition.overrides=[{match: "transformer.w[tp]e.weight", layout: element}]'
-) &
-(
+}
+frontier_b() {
   plan attn_element 'partition.overrides=[{match: "*.attn.*.weight", layout: element}]'
   plan mlp_element 'partition.overrides=[{match: "*.mlp.*.weight", layout: element}]'
   plan all_element 'partition.overrides=[{match: "*", layout: element}]'
-) &
-wait
+}
+in_parallel frontier_a frontier_b
 
 echo "study finished in $(($(date +%s) - start)) s"
 python benchmarks/quality_report.py report "$OUT"
