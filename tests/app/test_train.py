@@ -98,7 +98,10 @@ def test_other_options_train(tmp_path, tiny, overrides):
 #               block), mlp c_fc 32 + c_proj 128 (rows along dim 0, whatever the layout) -> 806
 SMOKE_PARAMS = 21_984
 SMOKE_TENSORS = 16
-SMOKE_BLOCKS = {"graph": 903, "names": 806}
+#   graph plan with the rule {match: "*.mlp.*.weight", layout: element}: the MLP's 32x128 and
+#               128x32 matrices per element instead of 128 + 32 blocks -> 903 - 160 + 8192 = 8935
+SMOKE_BLOCKS = {"graph": 903, "names": 806, "mlp_element": 8935}
+MLP_ELEMENT = 'partition.overrides=[{match: "*.mlp.*.weight", layout: element}]'
 
 
 def _state_bytes(blocks: int) -> int:
@@ -108,14 +111,24 @@ def _state_bytes(blocks: int) -> int:
 
 @pytest.mark.parametrize(
     "overrides, plan",
-    [([], "graph"), (["partition=names"], "names"), (["optimizer=adam_mini_names"], "names")],
-    ids=["auto", "partition=names", "optimizer=adam_mini_names"],
+    [
+        ([], "graph"),
+        (["partition=names"], "names"),
+        (["optimizer=adam_mini_names"], "names"),
+        ([MLP_ELEMENT], "mlp_element"),
+    ],
+    ids=["auto", "partition=names", "optimizer=adam_mini_names", "partition.overrides"],
 )
 def test_the_chosen_plan_is_the_plan_in_use(tmp_path, tiny, overrides, plan):
     steps = ["trainer.max_steps=1", "trainer.limit_val_batches=1", "plot=false"]
     summary = _train_in_process([*tiny, *overrides, *steps], tmp_path / "run")
     assert summary["optimizer_state_bytes"] == _state_bytes(SMOKE_BLOCKS[plan])  # the optimizer's own v
+    assert summary["second_moment_values"] == SMOKE_BLOCKS[plan]
     used = PartitionPlan.from_yaml((tmp_path / "run" / "partition_plan.yaml").read_text())
+    if plan == "mlp_element":
+        assert str(used["transformer.h.0.mlp.c_fc.weight"].layout) == "element"
+        assert used["transformer.h.0.mlp.c_fc.weight"].decided_by == "rule"
+        return
     c_attn = used["transformer.h.0.attn.c_attn.weight"]
     assert str(c_attn.layout) == (
         "tensor" if plan == "names" else "segments(dim=1, (q:32/16 + k:32/16 + v:32/1))"
