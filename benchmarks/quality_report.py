@@ -20,11 +20,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-SIZES = {"gpt": ("gpt_mini", "gpt_tiny", "gpt_small"), "llama": ("llama_mini", "llama_tiny", "llama_small")}
 FRONTIER = {  # directory -> label, in the order of the table
     "all_tensor": "one block per tensor",
-    "names": "official name rules",
     "graph": "graph plan (default)",
+    "norm_element": "graph, LayerNorm scales per element",
     "embed_element": "graph, embeddings per element",
     "attn_element": "graph, attention per element",
     "mlp_element": "graph, MLP per element",
@@ -99,9 +98,10 @@ def tuning_table(runs: list[dict[str, Any]]) -> list[str]:
 def gap_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (layout, model, steps): both optimizers' test losses and the per-seed differences."""
     cells = by_key(runs, "model", "steps", "optimizer", "seed")
+    size = {r["choices"]["model"]: r["num_params"] for r in runs}
     rows = []
-    for layout, models in SIZES.items():
-        for model in models:
+    for layout in sorted({m.split("_")[0] for m in size}):
+        for model in sorted((m for m in size if m.split("_")[0] == layout), key=size.__getitem__):
             for steps in sorted({r["steps"] for r in runs}):
                 seeds = sorted(
                     s for (m, st, o, s) in cells if m == model and st == steps and o == "adam_mini"
@@ -205,7 +205,7 @@ def plot_gap(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, layout in enumerate(SIZES):
+    for i, layout in enumerate(sorted({r["layout"] for r in rows})):
         for j, steps in enumerate(sorted({r["steps"] for r in rows})):
             sel = [r for r in rows if r["layout"] == layout and r["steps"] == steps]
             if not sel:

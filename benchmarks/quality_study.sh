@@ -9,18 +9,23 @@
 # resumes where it stopped. Stages:
 #   1. tune:     lr grid per optimizer and layout on the default size and length, seed 0,
 #                chosen by the *validation* loss
-#   2. sweep:    3 sizes (10x) x 2 lengths x 3 seeds x {adam_mini, adamw}, GPT-2 and Llama layouts,
-#                each optimizer at its own tuned lr; reported on the *test* split
+#   2. sweep:    3 sizes (>= 10x) x 2 lengths x 3 seeds x {adam_mini, adamw}, GPT-2 and Llama
+#                layouts, each optimizer at its own tuned lr; reported on the *test* split
 #   3. official: adam_mini_official and adam_mini (name plan) on llama_tiny, 3 seeds (the graph
 #                plan's runs come from the sweep)
-#   4. frontier: plans of different granularity on gpt_tiny (400 steps): val/test loss against
-#                the number of second-moment values
+#   4. frontier: plans of different granularity on gpt_tiny (400 steps, 2 seeds): test loss
+#                against the number of second-moment values
 # Then benchmarks/quality_report.py writes the tables and plots (docs/quality/).
 set -euo pipefail
 OUT=${1:-outputs/quality_study}
 LRS=${LRS:-2.5e-3,5e-3,1e-2,2e-2}
 SEEDS=${SEEDS:-0,1,2}
-FRONTIER_SEEDS=${FRONTIER_SEEDS:-0,1,2}
+FRONTIER_SEEDS=${FRONTIER_SEEDS:-0,1}
+# sizes spanning 10x and more, the largest being the demo's own (gpt_tiny / llama_tiny); on a
+# bigger machine add gpt_small / llama_small (~1.3M params)
+GPT_SIZES=${GPT_SIZES:-gpt_micro,gpt_mini,gpt_tiny}
+LLAMA_SIZES=${LLAMA_SIZES:-llama_micro,llama_mini,llama_tiny}
+STEPS=${STEPS:-100,400}
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -62,10 +67,10 @@ in_parallel tune_adam_mini tune_adamw
 
 # 2. sweep (one process per optimizer, each at its tuned lr per layout)
 size_sweep() {
-  sweep "$OUT/sweep/$1-gpt" model=gpt_mini,gpt_tiny,gpt_small optimizer="$1" \
-    optimizer.lr="$(best_lr "$1" gpt_tiny)" trainer.max_steps=100,400 seed=$SEEDS
-  sweep "$OUT/sweep/$1-llama" model=llama_mini,llama_tiny,llama_small optimizer="$1" \
-    optimizer.lr="$(best_lr "$1" llama_tiny)" trainer.max_steps=100,400 seed=$SEEDS
+  sweep "$OUT/sweep/$1-gpt" model=$GPT_SIZES optimizer="$1" \
+    optimizer.lr="$(best_lr "$1" gpt_tiny)" trainer.max_steps=$STEPS seed=$SEEDS
+  sweep "$OUT/sweep/$1-llama" model=$LLAMA_SIZES optimizer="$1" \
+    optimizer.lr="$(best_lr "$1" llama_tiny)" trainer.max_steps=$STEPS seed=$SEEDS
 }
 sweep_adam_mini() { size_sweep adam_mini; }
 sweep_adamw() { size_sweep adamw; }
@@ -77,18 +82,19 @@ official() { sweep "$OUT/official/official" model=llama_tiny optimizer=adam_mini
 names() { sweep "$OUT/official/names" model=llama_tiny optimizer=adam_mini_names optimizer.lr="$lr" seed=$SEEDS; }
 in_parallel official names
 
-# 4. frontier on gpt_tiny: rules on top of the graph plan (partitioners.overrides), the name plan
+# 4. frontier on gpt_tiny: rules on top of the graph plan (partitioners.overrides); the graph plan
+#    and AdamW themselves are the sweep's gpt_tiny 400-step runs
 lr=$(best_lr adam_mini gpt_tiny)
 plan() { sweep "$OUT/frontier/$1" model=gpt_tiny optimizer=adam_mini optimizer.lr="$lr" seed=$FRONTIER_SEEDS "${@:2}"; }
 frontier_a() {
-  plan all_tensor 'partition.overrides=[{match: "*", layout: tensor}]'
-  plan names partition=names
+  plan all_element 'partition.overrides=[{match: "*", layout: element}]'
   plan embed_element 'partition.overrides=[{match: "transformer.w[tp]e.weight", layout: element}]'
+  plan all_tensor 'partition.overrides=[{match: "*", layout: tensor}]'
 }
 frontier_b() {
-  plan attn_element 'partition.overrides=[{match: "*.attn.*.weight", layout: element}]'
+  plan norm_element 'partition.overrides=[{module: LayerNorm, layout: element}]'
   plan mlp_element 'partition.overrides=[{match: "*.mlp.*.weight", layout: element}]'
-  plan all_element 'partition.overrides=[{match: "*", layout: element}]'
+  plan attn_element 'partition.overrides=[{match: "*.attn.*.weight", layout: element}]'
 }
 in_parallel frontier_a frontier_b
 
