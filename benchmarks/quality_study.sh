@@ -18,7 +18,7 @@
 # Then benchmarks/quality_report.py writes the tables and plots (docs/quality/).
 set -euo pipefail
 OUT=${1:-outputs/quality_study}
-LRS=${LRS:-2.5e-3,5e-3,1e-2,2e-2}
+LRS=${LRS:-2.5e-3,5e-3,1e-2}
 SEEDS=${SEEDS:-0,1,2}
 FRONTIER_SEEDS=${FRONTIER_SEEDS:-0,1}
 # sizes spanning 10x and more, the largest being the demo's own (gpt_tiny / llama_tiny); on a
