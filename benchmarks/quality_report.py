@@ -4,7 +4,7 @@
     python benchmarks/quality_report.py report OUT [--docs docs/quality]
 
 ``best-lr`` prints the lr whose run had the lowest *validation* loss. ``report`` writes
-``quality.md`` (tables) and ``gap.png`` / ``frontier.png`` / ``official.png`` into ``--docs``:
+``quality.md`` (tables) and ``gap.png`` / ``frontier.png`` into ``--docs``:
 every figure there is a *test* loss (the split the lr choice never saw), mean ± std over seeds;
 the gap pairs the two optimizers' runs seed by seed.
 """
@@ -24,7 +24,8 @@ FRONTIER = {  # directory -> label, in the order of the table
     "all_tensor": "one block per tensor",
     "graph": "graph plan (default)",
     "norm_element": "graph, LayerNorm scales per element",
-    "embed_element": "graph, embeddings per element",
+    "embed_element": "graph, embedding tables per element",
+    "head_element": "graph, output head per element",
     "attn_element": "graph, attention per element",
     "mlp_element": "graph, MLP per element",
     "all_element": "AdamMini, every tensor per element",
@@ -141,18 +142,20 @@ def gap_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def frontier_points(study: Path) -> list[dict[str, Any]]:
-    """(plan, second-moment values, test losses) for the frontier plans, the graph plan and AdamW
-    (those two from the sweep's gpt_tiny 400-step runs)."""
+def frontier_points(study: Path, layout: str, model: str) -> list[dict[str, Any]]:
+    """(plan, second-moment values, test losses) of ``layout``'s frontier plans, with the graph
+    plan and AdamW from the sweep's 400-step runs of ``model``."""
     points: dict[str, dict[str, Any]] = {}
-    for run in runs_under(study / "frontier"):
-        p = points.setdefault(_field(run, "plan"), {"v": run["second_moment_values"], "loss": []})
-        p["loss"].append(run["final_test_loss"])
+
+    def add(plan: str, run: dict[str, Any]) -> None:
+        point = points.setdefault(plan, {"v": run["second_moment_values"], "loss": []})
+        point["loss"].append(run["final_test_loss"])
+
+    for run in runs_under(study / "frontier" / layout):
+        add(_field(run, "plan"), run)
     for run in runs_under(study / "sweep"):
-        if run["choices"]["model"] == "gpt_tiny" and run["steps"] == 400:
-            plan = "graph" if run["choices"]["optimizer"] == "adam_mini" else "adamw"
-            p = points.setdefault(plan, {"v": run["second_moment_values"], "loss": []})
-            p["loss"].append(run["final_test_loss"])
+        if run["choices"]["model"] == model and run["steps"] == 400:
+            add("graph" if run["choices"]["optimizer"] == "adam_mini" else "adamw", run)
     return [dict(plan=k, label=FRONTIER[k], **points[k]) for k in FRONTIER if k in points]
 
 
@@ -233,21 +236,25 @@ def plot_gap(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_frontier(points: list[dict[str, Any]], path: Path) -> None:
+def plot_frontier(panels: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, p in enumerate(points):
-        mean, std = mean_std(p["loss"])
-        ax.errorbar([p["v"]], [mean], yerr=[std], marker="o", capsize=3, color=f"C{i % 10}", label=p["label"])
-    ax.set_xscale("log")
-    ax.set_xlabel("second-moment values kept")
-    ax.set_ylabel("test loss (mean ± std over seeds)")
-    ax.set_title("gpt_tiny, 400 steps: memory-quality frontier")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (model, points) in zip(axes[0], panels.items()):
+        for i, p in enumerate(points):
+            mean, std = mean_std(p["loss"])
+            ax.errorbar(
+                [p["v"]], [mean], yerr=[std], marker="o", capsize=3, color=f"C{i % 10}", label=p["label"]
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("second-moment values kept")
+        ax.set_ylabel("test loss (mean ± std over seeds)")
+        ax.set_title(f"{model}, 400 steps")
+        ax.legend(fontsize=7)
+    fig.suptitle("Memory-quality frontier: block granularity against loss")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -257,7 +264,19 @@ def report(study: Path, docs: Path) -> str:
     docs.mkdir(parents=True, exist_ok=True)
     sweep = runs_under(study / "sweep")
     rows = gap_rows(sweep)
-    points = frontier_points(study)
+    frontiers = {
+        model: points
+        for layout, model in (("gpt", "gpt_tiny"), ("llama", "llama_tiny"))
+        if (points := frontier_points(study, layout, model))
+    }
+    frontier_lines = []
+    for model, points in frontiers.items():
+        frontier_lines += [
+            f"### Memory-quality frontier ({model}, 400 steps)",
+            "",
+            *frontier_table(points),
+            "",
+        ]
     text = "\n".join(
         [
             f"Study directory: `{study}` (`bash benchmarks/quality_study.sh`). Test-split losses.",
@@ -274,17 +293,14 @@ def report(study: Path, docs: Path) -> str:
             "",
             *gap_table(rows),
             "",
-            "### Memory-quality frontier (gpt_tiny, 400 steps)",
-            "",
-            *frontier_table(points),
-            "",
+            *frontier_lines,
         ]
     )
     (docs / "quality.md").write_text(text)
     if rows:
         plot_gap(rows, docs / "gap.png")
-    if points:
-        plot_frontier(points, docs / "frontier.png")
+    if frontiers:
+        plot_frontier(frontiers, docs / "frontier.png")
     return text
 
 

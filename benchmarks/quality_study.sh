@@ -13,8 +13,8 @@
 #                layouts, each optimizer at its own tuned lr; reported on the *test* split
 #   3. official: adam_mini_official and adam_mini (name plan) on llama_tiny, 3 seeds (the graph
 #                plan's runs come from the sweep)
-#   4. frontier: plans of different granularity on gpt_tiny (400 steps, 2 seeds): test loss
-#                against the number of second-moment values
+#   4. frontier: plans of different granularity on gpt_tiny and llama_tiny (400 steps, 2 seeds):
+#                test loss against the number of second-moment values
 # Then benchmarks/quality_report.py writes the tables and plots (docs/quality/).
 set -euo pipefail
 OUT=${1:-outputs/quality_study}
@@ -82,19 +82,29 @@ official() { sweep "$OUT/official/official" model=llama_tiny optimizer=adam_mini
 names() { sweep "$OUT/official/names" model=llama_tiny optimizer=adam_mini_names optimizer.lr="$lr" seed=$SEEDS; }
 in_parallel official names
 
-# 4. frontier on gpt_tiny: rules on top of the graph plan (partitioners.overrides); the graph plan
-#    and AdamW themselves are the sweep's gpt_tiny 400-step runs
-lr=$(best_lr adam_mini gpt_tiny)
-plan() { sweep "$OUT/frontier/$1" model=gpt_tiny optimizer=adam_mini optimizer.lr="$lr" seed=$FRONTIER_SEEDS "${@:2}"; }
+# 4. frontier: rules on top of the graph plan (partitioners.overrides); the graph plan and AdamW
+#    themselves are the sweep's 400-step runs of the same model
+frontier() { # LAYOUT MODEL LR PLAN OVERRIDES...
+  sweep "$OUT/frontier/$1/$4" model="$2" optimizer=adam_mini optimizer.lr="$3" seed=$FRONTIER_SEEDS "${@:5}"
+}
+gpt() { frontier gpt gpt_tiny "$(best_lr adam_mini gpt_tiny)" "$@"; }
+llama() { frontier llama llama_tiny "$(best_lr adam_mini llama_tiny)" "$@"; }
+rule() { echo "partition.overrides=[{$1, layout: $2}]"; }
 frontier_a() {
-  plan all_element 'partition.overrides=[{match: "*", layout: element}]'
-  plan embed_element 'partition.overrides=[{match: "transformer.w[tp]e.weight", layout: element}]'
-  plan all_tensor 'partition.overrides=[{match: "*", layout: tensor}]'
+  gpt all_element "$(rule 'match: "*"' element)"
+  gpt embed_element "$(rule 'module: Embedding' element)"
+  gpt all_tensor "$(rule 'match: "*"' tensor)"
+  llama all_element "$(rule 'match: "*"' element)"
+  llama embed_element "$(rule 'module: Embedding' element)"
+  llama head_element "$(rule 'match: lm_head.weight' element)"
 }
 frontier_b() {
-  plan norm_element 'partition.overrides=[{module: LayerNorm, layout: element}]'
-  plan mlp_element 'partition.overrides=[{match: "*.mlp.*.weight", layout: element}]'
-  plan attn_element 'partition.overrides=[{match: "*.attn.*.weight", layout: element}]'
+  gpt norm_element "$(rule 'module: LayerNorm' element)"
+  gpt mlp_element "$(rule 'match: "*.mlp.*.weight"' element)"
+  gpt attn_element "$(rule 'match: "*.attn.*.weight"' element)"
+  llama norm_element "$(rule 'module: RMSNorm' element)"
+  llama mlp_element "$(rule 'match: "*.mlp.*.weight"' element)"
+  llama attn_element "$(rule 'match: "*.self_attn.*.weight"' element)"
 }
 in_parallel frontier_a frontier_b
 
