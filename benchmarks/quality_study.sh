@@ -60,6 +60,8 @@ best_lr() { python benchmarks/quality_report.py best-lr "$OUT/tune" --optimizer 
 tune() {
   sweep "$OUT/tune/$1-gpt" model=gpt_tiny optimizer="$1" optimizer.lr=$LRS seed=0
   sweep "$OUT/tune/$1-llama" model=llama_tiny optimizer="$1" optimizer.lr=$LRS seed=0
+  # On the Llama the grid's lowest lr won for both optimizers: one step further down
+  sweep "$OUT/tune/$1-llama-lower" model=llama_tiny optimizer="$1" optimizer.lr=1.25e-3 seed=0
 }
 tune_adam_mini() { tune adam_mini; }
 tune_adamw() { tune adamw; }
