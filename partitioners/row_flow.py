@@ -6,8 +6,10 @@ views, splits, slices, cat, expand, repeat...), writes into fresh tensors (``new
 ``copy_`` into slices, ``slice_scatter``), complex views and rotary's ``x*cos + rotate_half(x)*sin``
 are re-run on that tensor, so at an attention input each head's slice holds exactly the rows that
 feed that head. Elementwise ops with an unlabelled operand keep the labels; when two labelled
-tensors meet (rotary, a complex pair), the rows they pair are merged into one group. An op that
-can't be re-run (a symbolic size, a data-dependent index) ends the flow there.
+tensors meet (rotary, a complex pair), the rows they pair are merged into one group. A tensor
+without labels joined to the rows (``cat``, ``stack``) holds no row; one that only gives a shape
+(``expand_as``, ``view_as``) needs none. An op that can't be re-run (a symbolic size, a
+data-dependent index) ends the flow there.
 """
 
 from __future__ import annotations
@@ -194,9 +196,11 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
             return None
         labels = flow.labels[args_of(node)[0]]
         return labels if is_tensor(node) else (labels,)
-    if name == "cat":
+    if name in ("cat", "stack"):  # an unlabelled tensor joined to the rows holds no row (-1)
         tensors, *rest = args_of(node)
-        return torch.cat([_resolve(t, flow, fresh=True) for t in tensors], *rest)
+        return cast(Callable[..., Any], node.target)([_resolve(t, flow, fresh=True) for t in tensors], *rest)
+    if name in ("expand_as", "view_as"):  # the other tensor gives only a shape: labels or not
+        return _run(node, flow, fresh=True)
     if name in CREATION_OPS:
         return _fill(node)
     if name in SCATTER_OPS:
