@@ -120,17 +120,7 @@ def adam_mini(
         _foreach_lerp_(d.exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
 
-        # 1 - beta^t as -expm1(t * log(beta)): exact in fp32 where 1 - beta**t would cancel.
-        bc1 = _one_minus_power(beta1, d.steps)
-        bc2_sqrt = _one_minus_power(beta2, d.steps)
-        _foreach_sqrt_(bc2_sqrt)
-
-        # denom = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr, on the small v tensors, then broadcast.
-        denom = _foreach_sqrt(d.exp_avg_sqs)
-        _foreach_div_(denom, bc2_sqrt)
-        _foreach_add_(denom, eps)
-        _foreach_mul_(denom, bc1)
-        _foreach_div_(denom, lr)
+        denom = _denominators(d.exp_avg_sqs, d.steps, beta1, beta2, eps, lr)
         if finite is not None:  # m / inf = 0: a skipped parameter keeps its value
             denom = [torch.where(ok, x, math.inf) for ok, x in zip(finite, denom)]
         denom = [r.expand(x) for r, x in zip(d.reductions, denom)]
@@ -197,9 +187,7 @@ def _row_kernel_step(
 ) -> None:
     """One parameter's whole step in one pass over its rows (same math as the foreach path)."""
     step.add_(1)
-    t = step.item()  # CPU: no device sync
-    bc1 = -math.expm1(t * math.log(beta1)) if beta1 > 0 else 1.0
-    bc2_sqrt = math.sqrt(-math.expm1(t * math.log(beta2))) if beta2 > 0 else 1.0
+    bc1, bc2_sqrt = _host_bias_corrections(beta1, beta2, step.item())  # CPU: no device sync
     rows = reduction.row_blocks  # type: ignore[attr-defined]
     row_step(
         p.view(rows, -1),
@@ -249,6 +237,37 @@ def _row_chunks(*tensors: Tensor, numel: int = 1 << 18) -> zip[tuple[Tensor, ...
         return zip(*((t,) for t in tensors))
     rows = max(1, numel * shape[0] // shape.numel())
     return zip(*(t.split(rows) for t in tensors))
+
+
+def _denominators(
+    exp_avg_sqs: list[Tensor], steps: list[Tensor], beta1: float, beta2: float, eps: float, lr: float | Tensor
+) -> Sequence[Tensor]:
+    """``(sqrt(v) / sqrt(1 - beta2**t) + eps) * (1 - beta1**t) / lr`` for each parameter (on the
+    small ``v`` tensors; broadcast over the parameter later)."""
+    denom = _foreach_sqrt(exp_avg_sqs)
+    if steps[0].device.type == "cpu" and not torch.compiler.is_compiling():
+        # Eager on CPU: the bias corrections as Python floats (reading a CPU tensor costs no sync),
+        # which spares the foreach ops a tiny tensor per parameter and two of their passes.
+        host = [_host_bias_corrections(beta1, beta2, t) for t in torch.stack(steps).tolist()]
+        _foreach_mul_(denom, [bc1 / bc2_sqrt for bc1, bc2_sqrt in host])
+        _foreach_add_(denom, [eps * bc1 for bc1, _ in host])
+    else:  # tensors: no host sync, and a compiled step takes them as inputs
+        bc1 = _one_minus_power(beta1, steps)
+        bc2_sqrt = _one_minus_power(beta2, steps)
+        _foreach_sqrt_(bc2_sqrt)
+        _foreach_div_(denom, bc2_sqrt)
+        _foreach_add_(denom, eps)
+        _foreach_mul_(denom, bc1)
+    _foreach_div_(denom, lr)
+    return denom
+
+
+def _host_bias_corrections(beta1: float, beta2: float, t: float) -> tuple[float, float]:
+    """``(1 - beta1**t, sqrt(1 - beta2**t))`` for a step count ``t``, as :func:`_one_minus_power`
+    computes them."""
+    bc1 = -math.expm1(t * math.log(beta1)) if beta1 > 0 else 1.0
+    bc2_sqrt = math.sqrt(-math.expm1(t * math.log(beta2))) if beta2 > 0 else 1.0
+    return bc1, bc2_sqrt
 
 
 def _one_minus_power(beta: float, steps: list[Tensor]) -> tuple[Tensor, ...]:
