@@ -77,21 +77,20 @@ def adam_mini(
         d = _DeviceLists._make([*lists, [reductions[i] for i in indices], [decayed[i] for i in indices]])
         if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
             fits = [_fits_row_kernel(*x) for x in zip(d.reductions, d.params, d.grads, d.exp_avgs)]
-            for i in (i for i, fit in enumerate(fits) if fit):
-                decay = 1 - lr * weight_decay if d.decayed[i] else 1.0
-                _row_kernel_step(
-                    row_step,
-                    d.reductions[i],
-                    d.params[i],
-                    d.grads[i],
-                    d.exp_avgs[i],
-                    d.exp_avg_sqs[i],
-                    d.steps[i],
+            kernel = d.select([i for i, fit in enumerate(fits) if fit])
+            if kernel.params:  # all of them in one call: one pass over each row, steps counted too
+                row_step(
+                    kernel.params,
+                    kernel.grads,
+                    kernel.exp_avgs,
+                    kernel.exp_avg_sqs,
+                    kernel.steps,
+                    [r.row_blocks for r in kernel.reductions],  # type: ignore[attr-defined]
                     float(lr),
                     beta1,
                     beta2,
                     eps,
-                    float(decay),
+                    [1 - float(lr) * weight_decay if decay else 1.0 for decay in kernel.decayed],
                 )
             rest = [i for i, fit in enumerate(fits) if not fit]
             if not rest:
@@ -168,39 +167,6 @@ def _fits_row_kernel(reduction: Reduction, p: Tensor, g: Tensor, m: Tensor) -> b
         and p.is_contiguous()
         and g.is_contiguous()
         and m.is_contiguous()
-    )
-
-
-def _row_kernel_step(
-    row_step: RowStep,
-    reduction: Reduction,
-    p: Tensor,
-    g: Tensor,
-    m: Tensor,
-    v: Tensor,
-    step: Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    decay: float,
-) -> None:
-    """One parameter's whole step in one pass over its rows (same math as the foreach path)."""
-    step.add_(1)
-    bc1, bc2_sqrt = _host_bias_corrections(beta1, beta2, step.item())  # CPU: no device sync
-    rows = reduction.row_blocks  # type: ignore[attr-defined]
-    row_step(
-        p.view(rows, -1),
-        g.view(rows, -1),
-        m.view(rows, -1),
-        v.view(-1),
-        lr,
-        beta1,
-        beta2,
-        eps,
-        decay,
-        bc1,
-        bc2_sqrt,
     )
 
 

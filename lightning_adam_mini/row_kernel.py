@@ -6,7 +6,9 @@ each row and updates it while the row is still in cache (5 streams: read ``p, g,
 ``p, m``), against fused AdamW's 7. It serves parameters whose blocks are runs of whole rows
 along dim 0 (embeddings, output heads, linear layers per output neuron, attention heads, whole
 tensors) with fp32 ``p`` and ``g`` and an fp32 or bf16 ``m`` on CPU; everything else takes the
-foreach path.
+foreach path. One call updates all such parameters of a step (and counts their steps): the rows
+of all of them are split evenly over the threads, so a model of many small tensors costs one
+call and one parallel region, not one per tensor.
 
 Nothing is needed at install: the C++ source is compiled with ``torch.utils.cpp_extension.load``
 the first time it is used (about a minute; cached in ``~/.cache/torch_extensions`` for later
@@ -24,6 +26,8 @@ import torch
 # Below this many parameters ``fused="auto"`` keeps the foreach path: not worth a first-time build.
 AUTO_FUSED_MIN_PARAMS = 10_000_000
 
+# (p, g, m, v, steps, rows, lr, beta1, beta2, eps, decay): lists of tensors, one per parameter;
+# ``rows`` its number of blocks, ``decay`` its factor ``1 - lr * weight_decay`` (or 1.0).
 RowStep = Callable[..., None]
 _SOURCE = Path(__file__).parent / "csrc" / "row_step.cpp"
 _loaded: list[RowStep | None] = []  # [] until the first attempt, then [op] or [None]
