@@ -65,9 +65,9 @@ def adam_mini(
     one. Eager, this costs one host sync per device and dtype; compiled, none (the skip is a
     select inside the fused update).
 
-    ``row_step``: the one-pass row kernel (:mod:`.row_kernel`), used eagerly for the parameters
-    it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0); the
-    others take the foreach path.
+    ``row_step``: the one-pass row kernel (:mod:`.row_kernel`; eager or compiled), used for the
+    parameters it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0);
+    the others take the foreach path.
     """
     tensor_lists = [params, grads, exp_avgs, exp_avg_sqs, steps]
     grouped = Optimizer._group_tensors_by_device_and_dtype(
@@ -75,7 +75,7 @@ def adam_mini(
     )
     for lists, indices in grouped.values():
         d = _DeviceLists._make([*lists, [reductions[i] for i in indices], [decayed[i] for i in indices]])
-        if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
+        if row_step is not None and nonfinite_skips is None:
             fits = [_fits_row_kernel(*x) for x in zip(d.reductions, d.params, d.grads, d.exp_avgs)]
             kernel = d.select([i for i, fit in enumerate(fits) if fit])
             if kernel.params:  # all of them in one call: one pass over each row, steps counted too
@@ -86,11 +86,11 @@ def adam_mini(
                     kernel.exp_avg_sqs,
                     kernel.steps,
                     [r.row_blocks for r in kernel.reductions],  # type: ignore[attr-defined]
-                    float(lr),
+                    lr if isinstance(lr, Tensor) else torch.tensor(lr, dtype=torch.float64),
                     beta1,
                     beta2,
                     eps,
-                    [1 - float(lr) * weight_decay if decay else 1.0 for decay in kernel.decayed],
+                    [weight_decay if decay else 0.0 for decay in kernel.decayed],
                 )
             rest = [i for i, fit in enumerate(fits) if not fit]
             if not rest:

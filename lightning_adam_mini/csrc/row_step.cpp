@@ -3,9 +3,11 @@
 // One call updates a list of parameters. Parameter i: p[i], g[i] contiguous float32 of rows[i]
 // rows (a block is one row of the [rows, -1] view); m[i] the same, float32 or bfloat16 (math in
 // float32, stored rounded, and the rounded value used, as the eager step does); v[i] float32 of
-// rows[i] elements; steps[i] its float32 step count (0-d), incremented here.
+// rows[i] elements; steps[i] its float32 step count (0-d), incremented here; weight_decay[i] its
+// decoupled weight decay (0 for a parameter not decayed); lr a one-element tensor, so that a
+// compiled step takes it as an input.
 // For each row, while it is in cache: s = mean(g^2); v = v + (1 - beta2) (s - v);
-// d = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr; then per element p = p * decay[i];
+// d = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr; then per element p = p * (1 - lr weight_decay[i]);
 // m = m + (1 - beta1) (g - m); p = p - m / d. Reads p, g, m once and writes p, m once.
 // The rows of all parameters are split evenly by elements over the threads: one parallel region
 // per call, however many parameters.
@@ -123,11 +125,14 @@ void update_range(const std::vector<Param>& params, int64_t begin, int64_t end, 
 }
 
 void row_step_(at::TensorList p, at::TensorList g, at::TensorList m, at::TensorList v, at::TensorList steps,
-               at::IntArrayRef rows, double lr, double beta1, double beta2, double eps, at::ArrayRef<double> decay) {
+               at::IntArrayRef rows, const at::Tensor& lr_tensor, double beta1, double beta2, double eps,
+               at::ArrayRef<double> weight_decay) {
   const size_t n = p.size();
   TORCH_CHECK(g.size() == n && m.size() == n && v.size() == n && steps.size() == n && rows.size() == n &&
-                  decay.size() == n,
+                  weight_decay.size() == n,
               "row_step_: every list needs one entry per parameter");
+  TORCH_CHECK(lr_tensor.numel() == 1, "row_step_: lr must hold one value");
+  const double lr = lr_tensor.item().toDouble();
   for (size_t i = 0; i < n; ++i) {  // every check before anything changes
     TORCH_CHECK(p[i].is_contiguous() && g[i].is_contiguous() && m[i].is_contiguous() && v[i].is_contiguous(),
                 "row_step_: tensors must be contiguous");
@@ -153,7 +158,7 @@ void row_step_(at::TensorList p, at::TensorList g, at::TensorList m, at::TensorL
     const int64_t numel = p[i].numel();
     if (numel == 0) continue;
     params.push_back(Param{p[i].data_ptr<float>(), g[i].data_ptr<float>(), m[i].data_ptr(), v[i].data_ptr<float>(),
-                           rows[i], numel / rows[i], total, static_cast<float>(decay[i]),
+                           rows[i], numel / rows[i], total, static_cast<float>(1.0 - lr * weight_decay[i]),
                            static_cast<float>(bc1 / lr), static_cast<float>(bc2_sqrt)});
     total += numel;
   }
@@ -176,7 +181,7 @@ void row_step_(at::TensorList p, at::TensorList g, at::TensorList m, at::TensorL
 TORCH_LIBRARY_FRAGMENT(lightning_adam_mini, lib) {
   lib.def(
       "row_step_(Tensor(a!)[] p, Tensor[] g, Tensor(b!)[] m, Tensor(c!)[] v, Tensor(d!)[] steps, int[] rows, "
-      "float lr, float beta1, float beta2, float eps, float[] decay) -> ()");
+      "Tensor lr, float beta1, float beta2, float eps, float[] weight_decay) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(lightning_adam_mini, CPU, lib) { lib.impl("row_step_", &row_step_); }

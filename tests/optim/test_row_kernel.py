@@ -82,6 +82,7 @@ def test_auto_uses_the_kernel_only_for_large_cpu_models(monkeypatch):
     monkeypatch.setattr(rk, "AUTO_FUSED_MIN_PARAMS", 10)
     assert rk.resolve_fused("auto", small, compiled=False) == "kernel"
     assert rk.resolve_fused("auto", small, compiled=True) is None
+    assert rk.resolve_fused(True, small, compiled=True) == "kernel"  # inside the compiled step
     assert rk.resolve_fused(False, small, compiled=False) is None
 
 
@@ -131,8 +132,9 @@ def test_the_kernel_checks_every_parameter_before_it_changes_any(row_step):
     p = [torch.zeros(4, 3), torch.zeros(5, 2)]
     g, m = [torch.ones_like(x) for x in p], [torch.zeros_like(x) for x in p]
     v, steps = [torch.zeros(4), torch.zeros(5)], [torch.zeros(()), torch.zeros(())]
+    lr = torch.tensor(1e-2, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="parameter 1 does not split into 3 rows"):
-        row_step(p, g, m, v, steps, [4, 3], 1e-2, 0.9, 0.999, 1e-8, [1.0, 1.0])
+        row_step(p, g, m, v, steps, [4, 3], lr, 0.9, 0.999, 1e-8, [0.0, 0.0])
     assert [s.item() for s in steps] == [0.0, 0.0] and not any(x.any() for x in p + m + v)
     with pytest.raises(RuntimeError, match="one entry per parameter"):
-        row_step(p, g, m, v, steps, [4], 1e-2, 0.9, 0.999, 1e-8, [1.0, 1.0])
+        row_step(p, g, m, v, steps, [4], lr, 0.9, 0.999, 1e-8, [0.0, 0.0])
