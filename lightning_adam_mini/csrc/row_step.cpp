@@ -68,9 +68,10 @@ struct Param {
 
 // Rows [r0, r1) of one parameter. With an fp32 m they are software-pipelined: the loop updating
 // row r also sums the squares of row r + 1, so that the p and m streams of one row and the g
-// stream of the next are in flight together (one core: 0.70-0.81x of fused AdamW's time, against
-// 0.86-0.98x reducing each row in a loop of its own). With a bf16 m, whose loop has more work per
-// element, the separate loops measured faster (0.59-0.71x against 0.68-0.78x pipelined).
+// stream of the next are in flight together. Measured on one core of a shared box (A/B on the
+// same tensors, times relative to fused AdamW's): fp32 m 0.70-0.86x pipelined, 0.81-1.0x with
+// a loop of its own for each row's reduction; bf16 m, whose loop does more work per element,
+// 0.66-0.84x pipelined and 0.59-0.71x with separate loops, which it therefore keeps.
 template <typename M>
 void update_rows(const Param& t, int64_t r0, int64_t r1, float w1, float w2, float eps) {
   constexpr bool pipelined = std::is_same_v<M, float>;
