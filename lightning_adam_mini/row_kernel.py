@@ -59,8 +59,9 @@ def row_step_op() -> RowStep | None:
 
 
 def _row_step_fake(*args: object) -> None:
-    """What the kernel does to shapes (``torch.compile`` traces with this): nothing. It only
-    updates its inputs in place, which its schema declares."""
+    """What the kernel does to shapes, for ``torch.compile``'s tracing: nothing; it only updates
+    its inputs in place, as its schema declares. (torch 2.13 also traces an op that returns
+    nothing without one; registered so that this does not depend on that inference.)"""
     return None
 
 

@@ -151,9 +151,9 @@ def test_compile_auto_compiles_large_models_where_inductor_can_build(monkeypatch
 
 
 def test_row_kernel_inside_a_fullgraph_compiled_step_without_recompiles():
-    """fused=True under torch.compile(fullgraph=True): the kernel is one op of the graph (traced
-    through its fake implementation), 200 scheduled steps compile once, and the result is the
-    eager kernel's."""
+    """fused=True under torch.compile(fullgraph=True): the kernel is one op of the graph, 200
+    scheduled steps compile once (lr is a tensor input of the op), and the result is the eager
+    kernel's."""
     from torch._inductor.compile_fx import compile_fx
 
     from lightning_adam_mini import row_kernel
