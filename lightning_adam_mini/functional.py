@@ -65,9 +65,9 @@ def adam_mini(
     one. Eager, this costs one host sync per device and dtype; compiled, none (the skip is a
     select inside the fused update).
 
-    ``row_step``: the one-pass row kernel (:mod:`.row_kernel`), used eagerly for the parameters
-    it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0); the
-    others take the foreach path.
+    ``row_step``: the one-pass row kernel (:mod:`.row_kernel`; eager or compiled), used for the
+    parameters it fits (fp32 ``p`` on CPU, fp32 or bf16 ``m``, blocks of whole rows along dim 0);
+    the others take the foreach path.
     """
     tensor_lists = [params, grads, exp_avgs, exp_avg_sqs, steps]
     grouped = Optimizer._group_tensors_by_device_and_dtype(
@@ -75,23 +75,22 @@ def adam_mini(
     )
     for lists, indices in grouped.values():
         d = _DeviceLists._make([*lists, [reductions[i] for i in indices], [decayed[i] for i in indices]])
-        if row_step is not None and nonfinite_skips is None and not torch.compiler.is_compiling():
+        if row_step is not None and nonfinite_skips is None:
             fits = [_fits_row_kernel(*x) for x in zip(d.reductions, d.params, d.grads, d.exp_avgs)]
-            for i in (i for i, fit in enumerate(fits) if fit):
-                decay = 1 - lr * weight_decay if d.decayed[i] else 1.0
-                _row_kernel_step(
-                    row_step,
-                    d.reductions[i],
-                    d.params[i],
-                    d.grads[i],
-                    d.exp_avgs[i],
-                    d.exp_avg_sqs[i],
-                    d.steps[i],
-                    float(lr),
+            kernel = d.select([i for i, fit in enumerate(fits) if fit])
+            if kernel.params:  # all of them in one call: one pass over each row, steps counted too
+                row_step(
+                    kernel.params,
+                    kernel.grads,
+                    kernel.exp_avgs,
+                    kernel.exp_avg_sqs,
+                    kernel.steps,
+                    [r.row_blocks for r in kernel.reductions],  # type: ignore[attr-defined]
+                    lr if isinstance(lr, Tensor) else torch.tensor(lr, dtype=torch.float64),
                     beta1,
                     beta2,
                     eps,
-                    float(decay),
+                    [weight_decay if decay else 0.0 for decay in kernel.decayed],
                 )
             rest = [i for i, fit in enumerate(fits) if not fit]
             if not rest:
@@ -120,17 +119,7 @@ def adam_mini(
         _foreach_lerp_(d.exp_avg_sqs, mean_sq, 1 - beta2)
         del mean_sq
 
-        # 1 - beta^t as -expm1(t * log(beta)): exact in fp32 where 1 - beta**t would cancel.
-        bc1 = _one_minus_power(beta1, d.steps)
-        bc2_sqrt = _one_minus_power(beta2, d.steps)
-        _foreach_sqrt_(bc2_sqrt)
-
-        # denom = (sqrt(v) / bc2_sqrt + eps) * bc1 / lr, on the small v tensors, then broadcast.
-        denom = _foreach_sqrt(d.exp_avg_sqs)
-        _foreach_div_(denom, bc2_sqrt)
-        _foreach_add_(denom, eps)
-        _foreach_mul_(denom, bc1)
-        _foreach_div_(denom, lr)
+        denom = _denominators(d.exp_avg_sqs, d.steps, beta1, beta2, eps, lr)
         if finite is not None:  # m / inf = 0: a skipped parameter keeps its value
             denom = [torch.where(ok, x, math.inf) for ok, x in zip(finite, denom)]
         denom = [r.expand(x) for r, x in zip(d.reductions, denom)]
@@ -181,41 +170,6 @@ def _fits_row_kernel(reduction: Reduction, p: Tensor, g: Tensor, m: Tensor) -> b
     )
 
 
-def _row_kernel_step(
-    row_step: RowStep,
-    reduction: Reduction,
-    p: Tensor,
-    g: Tensor,
-    m: Tensor,
-    v: Tensor,
-    step: Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    decay: float,
-) -> None:
-    """One parameter's whole step in one pass over its rows (same math as the foreach path)."""
-    step.add_(1)
-    t = step.item()  # CPU: no device sync
-    bc1 = -math.expm1(t * math.log(beta1)) if beta1 > 0 else 1.0
-    bc2_sqrt = math.sqrt(-math.expm1(t * math.log(beta2))) if beta2 > 0 else 1.0
-    rows = reduction.row_blocks  # type: ignore[attr-defined]
-    row_step(
-        p.view(rows, -1),
-        g.view(rows, -1),
-        m.view(rows, -1),
-        v.view(-1),
-        lr,
-        beta1,
-        beta2,
-        eps,
-        decay,
-        bc1,
-        bc2_sqrt,
-    )
-
-
 def _pick(xs: list[Any], keep: list[int]) -> list[Any]:
     """``xs`` at the positions in ``keep``."""
     return [xs[i] for i in keep]
@@ -249,6 +203,37 @@ def _row_chunks(*tensors: Tensor, numel: int = 1 << 18) -> zip[tuple[Tensor, ...
         return zip(*((t,) for t in tensors))
     rows = max(1, numel * shape[0] // shape.numel())
     return zip(*(t.split(rows) for t in tensors))
+
+
+def _denominators(
+    exp_avg_sqs: list[Tensor], steps: list[Tensor], beta1: float, beta2: float, eps: float, lr: float | Tensor
+) -> Sequence[Tensor]:
+    """``(sqrt(v) / sqrt(1 - beta2**t) + eps) * (1 - beta1**t) / lr`` for each parameter (on the
+    small ``v`` tensors; broadcast over the parameter later)."""
+    denom = _foreach_sqrt(exp_avg_sqs)
+    if steps[0].device.type == "cpu" and not torch.compiler.is_compiling():
+        # Eager on CPU: the bias corrections as Python floats (reading a CPU tensor costs no sync),
+        # which spares the foreach ops a tiny tensor per parameter and two of their passes.
+        host = [_host_bias_corrections(beta1, beta2, t) for t in torch.stack(steps).tolist()]
+        _foreach_mul_(denom, [bc1 / bc2_sqrt for bc1, bc2_sqrt in host])
+        _foreach_add_(denom, [eps * bc1 for bc1, _ in host])
+    else:  # tensors: no host sync, and a compiled step takes them as inputs
+        bc1 = _one_minus_power(beta1, steps)
+        bc2_sqrt = _one_minus_power(beta2, steps)
+        _foreach_sqrt_(bc2_sqrt)
+        _foreach_div_(denom, bc2_sqrt)
+        _foreach_add_(denom, eps)
+        _foreach_mul_(denom, bc1)
+    _foreach_div_(denom, lr)
+    return denom
+
+
+def _host_bias_corrections(beta1: float, beta2: float, t: float) -> tuple[float, float]:
+    """``(1 - beta1**t, sqrt(1 - beta2**t))`` for a step count ``t``, as :func:`_one_minus_power`
+    computes them."""
+    bc1 = -math.expm1(t * math.log(beta1)) if beta1 > 0 else 1.0
+    bc2_sqrt = math.sqrt(-math.expm1(t * math.log(beta2))) if beta2 > 0 else 1.0
+    return bc1, bc2_sqrt
 
 
 def _one_minus_power(beta: float, steps: list[Tensor]) -> tuple[Tensor, ...]:

@@ -113,11 +113,12 @@ class AdamMini(Optimizer):
             optimizer and param group, ~10-20 s on CPU). ``"auto"`` (default): compile when the
             parameters number at least 100M and Inductor can build here (a C++ compiler on
             CPU, Triton on CUDA), else run eagerly; never with ``step_in_backward``.
-        fused: the one-pass row kernel for the eager step (:mod:`.row_kernel`: each row reduced
-            and updated while in cache; built with the system's C++ compiler on first use and
-            cached). ``"auto"`` (default): for uncompiled CPU models of 10M+ parameters, when it
-            builds (else a warning and the foreach path); ``True``: always (error if it can't
-            build); ``False``: never.
+        fused: the one-pass row kernel (:mod:`.row_kernel`: each row reduced and updated while
+            in cache, all parameters in one call; built with the system's C++ compiler on first
+            use and cached). ``"auto"`` (default): for uncompiled CPU models of 10M+ parameters,
+            when it builds (else a warning and the foreach path); ``True``: always, also inside
+            a compiled step (error if it can't build); ``False``: never. Parameters it does not
+            fit (other layouts, devices, dtypes; ``nonfinite="skip"``) take the foreach path.
         nonfinite: ``"propagate"`` (default, as AdamW: a NaN/inf gradient element reaches the
             state; here it makes its whole block's ``v`` non-finite at once) or ``"skip"``: a
             parameter whose gradient has a NaN/inf is not updated that step (``p``, ``m``, ``v``

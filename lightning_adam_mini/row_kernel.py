@@ -6,10 +6,12 @@ each row and updates it while the row is still in cache (5 streams: read ``p, g,
 ``p, m``), against fused AdamW's 7. It serves parameters whose blocks are runs of whole rows
 along dim 0 (embeddings, output heads, linear layers per output neuron, attention heads, whole
 tensors) with fp32 ``p`` and ``g`` and an fp32 or bf16 ``m`` on CPU; everything else takes the
-foreach path.
+foreach path. One call updates all such parameters of a step (and counts their steps): the rows
+of all of them are split evenly over the threads, so a model of many small tensors costs one
+call and one parallel region, not one per tensor.
 
 Nothing is needed at install: the C++ source is compiled with ``torch.utils.cpp_extension.load``
-the first time it is used (about a minute; cached in ``~/.cache/torch_extensions`` for later
+the first time it is used (15-60 s; cached in ``~/.cache/torch_extensions`` for later
 runs). Without a working compiler the optimizer warns once and runs the foreach path.
 """
 
@@ -24,6 +26,9 @@ import torch
 # Below this many parameters ``fused="auto"`` keeps the foreach path: not worth a first-time build.
 AUTO_FUSED_MIN_PARAMS = 10_000_000
 
+# (p, g, m, v, steps, rows, lr, beta1, beta2, eps, weight_decay): lists with one entry per
+# parameter (``rows``: its number of blocks; ``weight_decay``: 0.0 where it is not decayed);
+# ``lr`` a one-element tensor.
 RowStep = Callable[..., None]
 _SOURCE = Path(__file__).parent / "csrc" / "row_step.cpp"
 _loaded: list[RowStep | None] = []  # [] until the first attempt, then [op] or [None]
@@ -41,6 +46,7 @@ def row_step_op() -> RowStep | None:
                 extra_cflags=["-O3", "-march=native", "-fopenmp"],
                 is_python_module=False,
             )
+            torch.library.register_fake("lightning_adam_mini::row_step_")(_row_step_fake)
             _loaded.append(torch.ops.lightning_adam_mini.row_step_)
         except Exception as error:  # no compiler, no ninja, a failed build: run without it
             warnings.warn(
@@ -52,10 +58,18 @@ def row_step_op() -> RowStep | None:
     return _loaded[0]
 
 
+def _row_step_fake(*args: object) -> None:
+    """What the kernel does to shapes, for ``torch.compile``'s tracing: nothing; it only updates
+    its inputs in place, as its schema declares. (torch 2.13 also traces an op that returns
+    nothing without one; registered so that this does not depend on that inference.)"""
+    return None
+
+
 def resolve_fused(fused: bool | str, params: list[torch.Tensor], compiled: bool) -> RowStep | None:
-    """The kernel to use eagerly, or None: ``"auto"`` uses it for CPU models of 10M+ parameters
-    that are not compiled; ``True`` requires it (``RuntimeError`` if it cannot be built)."""
-    if fused is False or compiled:
+    """The kernel to use, or None: ``"auto"`` uses it for CPU models of 10M+ parameters that are
+    not compiled (compiled, Inductor's code runs instead); ``True`` requires it, compiled or not
+    (``RuntimeError`` if it cannot be built)."""
+    if fused is False or (fused == "auto" and compiled):
         return None
     if fused == "auto":
         cpu = [p for p in params if p.device.type == "cpu"]

@@ -148,3 +148,41 @@ def test_compile_auto_compiles_large_models_where_inductor_can_build(monkeypatch
 
     monkeypatch.setattr(torch._inductor.cpp_builder, "get_cpp_compiler", no_compiler)
     assert not AdamMini(model, partition=tiny_plan(model))._compiled  # falls back to eager
+
+
+def test_row_kernel_inside_a_fullgraph_compiled_step_without_recompiles():
+    """fused=True under torch.compile(fullgraph=True): the kernel is one op of the graph, 200
+    scheduled steps compile once (lr is a tensor input of the op), and the result is the eager
+    kernel's."""
+    from torch._inductor.compile_fx import compile_fx
+
+    from lightning_adam_mini import row_kernel
+
+    op = row_kernel.row_step_op()
+    assert op is not None, "the row kernel did not build (a C++ compiler is needed for this test)"
+    kernel_calls = []  # per graph
+
+    def recording(gm, example_inputs):
+        kernel_calls.append(sum(node.target in (op, op.default) for node in gm.graph.nodes))
+        return compile_fx(gm, example_inputs)
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager_model = tiny_llama()
+    comp_model = copy.deepcopy(eager_model)
+    kwargs = dict(lr=1e-2, weight_decay=0.1, fused=True)
+    eager = AdamMini(eager_model, partition=tiny_plan(eager_model), **kwargs)
+    comp = AdamMini(comp_model, partition=tiny_plan(comp_model), **kwargs)
+    compiled_step = torch.compile(comp.step, fullgraph=True, backend=recording)
+    s1, s2 = _scheduled(eager), _scheduled(comp)
+    train(eager_model, eager, 2, scheduler=s1)
+    train(comp_model, comp, 2, scheduler=s2, step_fn=compiled_step)
+    frames = counters["stats"]["unique_graphs"]
+    assert kernel_calls and set(kernel_calls) == {1}, kernel_calls  # all its parameters in one call
+    train(eager_model, eager, 198, start=2, scheduler=s1)
+    train(comp_model, comp, 198, start=2, scheduler=s2, step_fn=compiled_step)
+    assert counters["stats"]["unique_graphs"] == frames, "recompiled while lr changed"
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert comp.state[comp_model.embed_tokens.weight]["step"].item() == 200
+    assert _rel_diff(comp_model, eager_model) <= 1e-6
+    assert max_abs_diff(comp_model, tiny_llama()) > 1e-2

@@ -47,7 +47,7 @@ def test_row_kernel_matches_the_foreach_step(name, row_step, monkeypatch):
     calls = []
 
     def counting(*args):
-        calls.append(args[0].shape)
+        calls.append([p.shape for p in args[0]])
         row_step(*args)
 
     monkeypatch.setattr(rk, "row_step_op", lambda: counting)
@@ -82,6 +82,7 @@ def test_auto_uses_the_kernel_only_for_large_cpu_models(monkeypatch):
     monkeypatch.setattr(rk, "AUTO_FUSED_MIN_PARAMS", 10)
     assert rk.resolve_fused("auto", small, compiled=False) == "kernel"
     assert rk.resolve_fused("auto", small, compiled=True) is None
+    assert rk.resolve_fused(True, small, compiled=True) == "kernel"  # inside the compiled step
     assert rk.resolve_fused(False, small, compiled=False) is None
 
 
@@ -89,3 +90,51 @@ def test_fused_true_without_a_compiler_says_so(monkeypatch):
     monkeypatch.setattr(rk, "row_step_op", lambda: None)
     with pytest.raises(RuntimeError, match="could not be built"):
         rk.resolve_fused(True, [torch.zeros(3)], compiled=False)
+
+
+def test_one_call_updates_many_parameters_split_unevenly_over_threads(row_step, monkeypatch):
+    """Rows of all parameters are split by elements over the threads; every split point falls
+    inside some parameter, and each row is updated exactly once."""
+    shapes = {"a": (300, 257), "b": (1000, 65), "c": (3, 40000), "d": (7,), "e": (129, 3, 5)}
+    layouts = {"a": BlockLayout.rows(0), "b": BlockLayout.rows(0, group=10), "c": BlockLayout.tensor()}
+    layouts |= {"d": BlockLayout.element(), "e": BlockLayout.rows(0)}
+    plan = PartitionPlan({n: PlanEntry(s, "linear", layouts[n]) for n, s in shapes.items()})
+    calls = []
+
+    def counting(*args):
+        calls.append(len(args[0]))
+        row_step(*args)
+
+    monkeypatch.setattr(rk, "row_step_op", lambda: counting)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for fused in (True, False):
+            gen = torch.Generator().manual_seed(0)
+            params = [(n, torch.nn.Parameter(torch.randn(s, generator=gen))) for n, s in shapes.items()]
+            opt = AdamMini(params, partition=plan, lr=1e-2, weight_decay=0.1, fused=fused)
+            for _ in range(3):
+                for _, p in params:
+                    p.grad = torch.randn(p.shape, generator=gen)
+                opt.step()
+            results.append([(p.detach(), opt.state[p]) for _, p in params])
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [5, 5, 5]  # one call per step for all of them
+    for (fp, fs), (pp, ps) in zip(*results):
+        assert ((fp - pp).norm() / pp.norm()).item() <= 1e-6
+        torch.testing.assert_close(fs["exp_avg_sq"], ps["exp_avg_sq"], rtol=1e-5, atol=1e-12)
+        assert fs["step"].item() == ps["step"].item() == 3
+
+
+def test_the_kernel_checks_every_parameter_before_it_changes_any(row_step):
+    p = [torch.zeros(4, 3), torch.zeros(5, 2)]
+    g, m = [torch.ones_like(x) for x in p], [torch.zeros_like(x) for x in p]
+    v, steps = [torch.zeros(4), torch.zeros(5)], [torch.zeros(()), torch.zeros(())]
+    lr = torch.tensor(1e-2, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="parameter 1 does not split into 3 rows"):
+        row_step(p, g, m, v, steps, [4, 3], lr, 0.9, 0.999, 1e-8, [0.0, 0.0])
+    assert [s.item() for s in steps] == [0.0, 0.0] and not any(x.any() for x in p + m + v)
+    with pytest.raises(RuntimeError, match="one entry per parameter"):
+        row_step(p, g, m, v, steps, [4], lr, 0.9, 0.999, 1e-8, [0.0, 0.0])
