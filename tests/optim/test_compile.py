@@ -3,6 +3,7 @@
 import copy
 import warnings
 
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
@@ -150,6 +151,7 @@ def test_compile_auto_compiles_large_models_where_inductor_can_build(monkeypatch
     assert not AdamMini(model, partition=tiny_plan(model))._compiled  # falls back to eager
 
 
+@pytest.mark.timeout(900)  # may build the kernel first (minutes on a loaded 2-core box)
 def test_row_kernel_inside_a_fullgraph_compiled_step_without_recompiles():
     """fused=True under torch.compile(fullgraph=True): the kernel is one op of the graph, 200
     scheduled steps compile once (lr is a tensor input of the op), and the result is the eager

@@ -22,6 +22,10 @@ LAYOUTS = {
 }
 
 
+# The first use builds the kernel (15-60 s on this box when idle; minutes when it is loaded).
+pytestmark = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def row_step():
     op = rk.row_step_op()
