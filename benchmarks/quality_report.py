@@ -23,7 +23,7 @@ from typing import Any
 FRONTIER = {  # directory -> label, in the order of the table
     "all_tensor": "one block per tensor",
     "graph": "graph plan (default)",
-    "norm_element": "graph, LayerNorm scales per element",
+    "norm_element": "graph, norm scales per element",
     "embed_element": "graph, embedding tables per element",
     "head_element": "graph, output head per element",
     "attn_element": "graph, attention per element",
@@ -148,8 +148,9 @@ def frontier_points(study: Path, layout: str, model: str) -> list[dict[str, Any]
     points: dict[str, dict[str, Any]] = {}
 
     def add(plan: str, run: dict[str, Any]) -> None:
-        point = points.setdefault(plan, {"v": run["second_moment_values"], "loss": []})
+        point = points.setdefault(plan, {"v": run["second_moment_values"], "loss": [], "by_seed": {}})
         point["loss"].append(run["final_test_loss"])
+        point["by_seed"][run["seed"]] = run["final_test_loss"]
 
     for run in runs_under(study / "frontier" / layout):
         add(_field(run, "plan"), run)
@@ -160,9 +161,16 @@ def frontier_points(study: Path, layout: str, model: str) -> list[dict[str, Any]
 
 
 def frontier_table(points: list[dict[str, Any]]) -> list[str]:
-    lines = ["| plan | second-moment values | test loss | seeds |", "|---|---:|---:|---:|"]
+    """Each plan's test loss, and its difference to the graph plan's on the same seeds."""
+    graph = next((p["by_seed"] for p in points if p["plan"] == "graph"), {})
+    lines = [
+        "| plan | second-moment values | test loss | seeds | minus graph plan, same seeds |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for p in points:
-        lines.append(f"| {p['label']} | {p['v']:,} | {fmt(p['loss'])} | {len(p['loss'])} |")
+        paired = [loss - graph[s] for s, loss in sorted(p["by_seed"].items()) if s in graph]
+        vs = "-" if p["plan"] == "graph" else fmt(paired)
+        lines.append(f"| {p['label']} | {p['v']:,} | {fmt(p['loss'])} | {len(p['loss'])} | {vs} |")
     return lines
 
 
