@@ -414,9 +414,14 @@ def test_labels_past_the_size_limit_are_not_materialized(monkeypatch):
 
     nodes = graph(f, (1, 4))
     monkeypatch.setattr(row_flow, "MAX_LABELS", 11)
-    with pytest.warns(UserWarning, match=r"the row labels at expand exceed 11 elements") as caught:
+    with pytest.warns(UserWarning) as caught:
         flow = propagate(nodes["mul"], rows(4))
-    assert len(caught) == 1
+    assert [str(w.message) for w in caught] == [
+        "auto_partition: the row labels at expand exceed 11 elements, so attention heads past it "
+        "are not followed (q/k may fall back to per-row blocks); trace with smaller example "
+        "inputs, e.g. batch 1 and 16 tokens"
+    ]
+    assert caught[0].filename == __file__  # reported at the caller of propagate
     assert nodes["expand"] not in flow.labels
     assert nodes["flip"] not in flow.labels
     assert labels_of(flow, nodes["flip_1"]) == [[3, 2, 1, 0]]
