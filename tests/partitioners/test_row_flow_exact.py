@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from partitioners import row_flow
 from partitioners.attention import AttentionSite
@@ -120,6 +121,8 @@ def test_head_row_sets_drop_unlabelled_elements_and_heads():
     labels = torch.tensor([[5, -1, 4], [-1, -1, -1], [1, 0, -1]], dtype=torch.int32)
     assert head_row_sets(labels, -1, LabelFlow()) == fs((0, 1), (4, 5))
     assert head_row_sets(torch.full((2, 3), -1), -1, LabelFlow()) == []
+    # a head whose only row is row 0
+    assert head_row_sets(torch.tensor([[-1, 0], [2, 3]]), -1, LabelFlow()) == fs((0,), (2, 3))
 
 
 def test_head_row_sets_of_a_scalar_label():
@@ -188,6 +191,26 @@ def test_other_ops_end_the_flow():
     nodes = graph(lambda x: torch.tanh(x * 2.0).transpose(0, 1), (1, 3))
     flow = propagate(nodes["mul"], rows(3))
     assert set(flow.labels) == {nodes["mul"]}
+
+
+def test_sizes_computed_in_the_graph_are_read_from_their_values():
+    """A size node (``sym_size`` of a traced shape) is used as its value: a concrete int keeps
+    the flow going; an unknown size, or a node the tracer recorded no value for, ends it."""
+    g = fx.Graph()
+    x, n, unknown, missing = (g.placeholder(name) for name in ("x", "n", "unknown", "missing"))
+    x.meta["val"], n.meta["val"] = torch.zeros(1, 6), 3
+    unknown.meta["val"] = ShapeEnv().create_unbacked_symint()
+    aten = torch.ops.aten
+    view = g.call_function(aten.view.default, (x, [n, 2]))
+    view.meta["val"] = torch.zeros(3, 2)
+    other = g.call_function(aten.view.default, (x, [unknown, 2]))
+    cut = g.call_function(aten.slice.Tensor, (x, 1, missing, 6))
+    other.meta["val"], cut.meta["val"] = torch.zeros(3, 2), torch.zeros(1, 6)
+    g.output((view, other, cut))
+    flow = propagate(x, rows(6))
+    assert labels_of(flow, view) == [[0, 1], [2, 3], [4, 5]]
+    assert other not in flow.labels
+    assert cut not in flow.labels
 
 
 # ---- residual stream -------------------------------------------------------------------------
