@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import fx
+from torch._dynamo.source import ConstantSource
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.experimental.sym_node import SymNode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from partitioners import row_flow
@@ -194,23 +197,34 @@ def test_other_ops_end_the_flow():
 
 
 def test_sizes_computed_in_the_graph_are_read_from_their_values():
-    """A size node (``sym_size`` of a traced shape) is used as its value: a concrete int keeps
-    the flow going; an unknown size, or a node the tracer recorded no value for, ends it."""
+    """A size node (``sym_size`` of a traced shape) is used as its value: an int or a SymInt that
+    is a known constant keeps the flow going; a symbolic size (unbacked, or backed by a hint that
+    reading it would turn into a guard), or a node the tracer recorded no value for, ends it."""
+    env = ShapeEnv()
+    sizes = {
+        "int": 3,
+        "constant": torch.SymInt(SymNode(sympy.Integer(3), env, int, 3)),
+        "unbacked": env.create_unbacked_symint(),
+        "backed": env.create_symintnode(env.create_symbol(3, source=ConstantSource("s")), hint=3),
+        "missing": None,
+    }
     g = fx.Graph()
-    x, n, unknown, missing = (g.placeholder(name) for name in ("x", "n", "unknown", "missing"))
-    x.meta["val"], n.meta["val"] = torch.zeros(1, 6), 3
-    unknown.meta["val"] = ShapeEnv().create_unbacked_symint()
-    aten = torch.ops.aten
-    view = g.call_function(aten.view.default, (x, [n, 2]))
-    view.meta["val"] = torch.zeros(3, 2)
-    other = g.call_function(aten.view.default, (x, [unknown, 2]))
-    cut = g.call_function(aten.slice.Tensor, (x, 1, missing, 6))
-    other.meta["val"], cut.meta["val"] = torch.zeros(3, 2), torch.zeros(1, 6)
-    g.output((view, other, cut))
+    x = g.placeholder("x")
+    x.meta["val"] = torch.zeros(1, 6)
+    views = {}
+    for name, value in sizes.items():
+        size = g.placeholder(name)
+        if value is not None:
+            size.meta["val"] = value
+        views[name] = g.call_function(torch.ops.aten.view.default, (x, [size, 2]))
+        views[name].meta["val"] = torch.zeros(3, 2)
+    cut = g.call_function(torch.ops.aten.slice.Tensor, (x, 1, size, 6))  # size: the "missing" node
+    cut.meta["val"] = torch.zeros(1, 6)
+    g.output((*views.values(), cut))
     flow = propagate(x, rows(6))
-    assert labels_of(flow, view) == [[0, 1], [2, 3], [4, 5]]
-    assert other not in flow.labels
+    assert {name for name, view in views.items() if view in flow.labels} == {"int", "constant"}
     assert cut not in flow.labels
+    assert labels_of(flow, views["int"]) == labels_of(flow, views["constant"]) == [[0, 1], [2, 3], [4, 5]]
 
 
 # ---- residual stream -------------------------------------------------------------------------
