@@ -13,13 +13,13 @@ import pytest
 import sympy
 import torch
 import torch.nn.functional as F
-from torch import fx
+from torch import fx, nn
 from torch._dynamo.source import ConstantSource
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.experimental.sym_node import SymNode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-from partitioners import row_flow
+from partitioners import BlockLayout, auto_partition, row_flow
 from partitioners.attention import AttentionSite
 from partitioners.ops import CONSTANT
 from partitioners.row_flow import (
@@ -452,6 +452,53 @@ def test_a_write_into_a_tensor_the_rows_never_reached_queues_its_users():
     assert labels_of(flow, nodes["zeros"]) == [[-1, -1], [0, 1], [-1, -1]]
     transpose = next(n for name, n in nodes.items() if name.startswith("transpose"))
     assert labels_of(flow, transpose) == [[-1, 0, -1], [-1, 1, -1]]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a data-movement op whose other tensor operand carries no labels (stack with a computed "
+    "tensor, expand_as / view_as a computed tensor) ends the flow, where cat fills that operand with "
+    "-1 and goes on; only an index operand (gather, index_select) should end it",
+)
+@pytest.mark.parametrize("op", ["stack", "expand_as"])
+def test_stack_or_expand_as_with_a_computed_operand_keeps_the_rows(op):
+    def f(x, w):
+        k = F.linear(x, w)  # (1, 2)
+        other = torch.tanh(x[:, :2])
+        moved = torch.stack([k, other]) if op == "stack" else k.expand_as(other.expand(3, 2))
+        return moved.flip(0)
+
+    nodes = graph(f, (1, 3), (2, 3))
+    flow = propagate(nodes["linear"], rows(2))
+    want = [[[-1, -1]], [[0, 1]]] if op == "stack" else [[0, 1]] * 3
+    assert labels_of(flow, nodes["flip"]) == want
+
+
+class ExpandAsGQA(nn.Module):
+    """4 query heads of 4 and one key/value head, expanded to the query's shape with ``expand_as``."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = nn.Linear(16, 16, bias=False)
+        self.k = nn.Linear(16, 4, bias=False)
+        self.v = nn.Linear(16, 4, bias=False)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, 4, 4).transpose(1, 2)
+        k = self.k(x).view(B, T, 1, 4).transpose(1, 2).expand_as(q)
+        v = self.v(x).view(B, T, 1, 4).transpose(1, 2).expand_as(q)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, 16)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="k.expand_as(q): q carries no labels in k's flow, so k's rows stop there and the key "
+    "head falls back to per-row blocks (with .expand(B, 4, T, 4) it is read as one head)",
+)
+def test_key_head_expanded_with_expand_as():
+    plan = auto_partition(ExpandAsGQA(), (torch.zeros(2, 5, 16),))
+    assert plan["k.weight"].layout == BlockLayout.rows(0, group=4)
 
 
 # ---- limits ----------------------------------------------------------------------------------
