@@ -170,6 +170,10 @@ def test_view_of_expanded_labels_is_run_as_reshape():
     flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
     assert labels_of(flow, nodes["view"]) == [0, 1, 0, 1, 0, 1]
     assert labels_of(flow, nodes["flip"]) == [1, 0, 1, 0, 1, 0]
+    # the same for the _unsafe_view a decomposed reshape gives
+    nodes = graph(lambda x, w: torch.ops.aten._unsafe_view(F.linear(x, w), [6]), (3, 3), (2, 3))
+    flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
+    assert labels_of(flow, nodes["_unsafe_view"]) == [0, 1, 0, 1, 0, 1]
 
 
 def test_scalar_arithmetic_and_casts_keep_labels_without_mixing():
