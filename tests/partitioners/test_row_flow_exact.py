@@ -561,6 +561,26 @@ def test_trace_rows_of_a_fused_projection_with_rotary():
     assert targets.reaches_output is False
 
 
+def test_trace_rows_collects_the_heads_of_every_site():
+    def f(x, w):  # one projection, q | k | v | u of 4 rows each, read by two attentions
+        q, k, v, u = F.linear(x, w).view(1, 3, 4, 4).transpose(1, 2).unbind(1)  # each (1, 3, 4)
+        first = F.scaled_dot_product_attention(q, k, v)
+        second = F.scaled_dot_product_attention(k, q, u)  # q and k swap roles
+        return first + second
+
+    nodes = graph(f, (1, 3, 8), (16, 8))
+    sites = []
+    for sdpa in (n for n in nodes.values() if "scaled_dot_product" in n.name):
+        q, k, v = sdpa.args[:3]
+        assert isinstance(q, fx.Node) and isinstance(k, fx.Node) and isinstance(v, fx.Node)
+        sites.append(AttentionSite(q, k, v, sdpa))
+    assert len(sites) == 2
+    targets = trace_rows(nodes["linear"], -1, sites, nodes["output"])
+    assert targets.query_heads == fs((0, 1, 2, 3), (4, 5, 6, 7))
+    assert targets.key_heads == fs((4, 5, 6, 7), (0, 1, 2, 3))
+    assert targets.value_rows == {8, 9, 10, 11, 12, 13, 14, 15}
+
+
 def test_trace_rows_of_an_output_projection_reaches_the_output():
     nodes, site = attention_graph()
     output_projection = nodes["linear_1"]
