@@ -590,6 +590,19 @@ def test_trace_rows_of_an_output_projection_reaches_the_output():
     assert targets.value_rows == set()
 
 
+def test_trace_rows_reaches_the_output_through_data_movement_only():
+    def head(x, w):  # logits reshaped and cast: the output is the projection's rows
+        return F.linear(x, w).transpose(0, 1).reshape(-1).float()
+
+    def mixed(x, w, y):  # a sum with another tensor: no longer "this projection's output"
+        return (F.linear(x, w) + y).transpose(0, 1)
+
+    nodes = graph(head, (2, 3), (4, 3))
+    assert trace_rows(nodes["linear"], -1, [], nodes["output"]).reaches_output is True
+    nodes = graph(mixed, (2, 3), (4, 3), (2, 4))
+    assert trace_rows(nodes["linear"], -1, [], nodes["output"]).reaches_output is False
+
+
 def test_trace_rows_of_a_scalar_output_is_empty():
     nodes = graph(lambda x: (x * 2.0).sum(), (2, 3))
     targets = trace_rows(nodes["sum_1"], 0, [], nodes["output"])
