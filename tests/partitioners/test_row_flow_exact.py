@@ -620,3 +620,15 @@ def test_attention_fed_holds_the_moved_attention_output_only():
     # the attention output, its transpose(1, 2) and the reshape to (1, 5, 8); not the projection
     assert {n.name for n in reached} == {site.output.name, "transpose_3", "reshape"}
     assert nodes["linear_1"] not in reached
+
+
+def test_attention_fed_stops_at_an_op_with_another_tensor():
+    def f(q, k, v, gate):
+        out = F.scaled_dot_product_attention(q, k, v)
+        return (out * gate).transpose(1, 2), out.transpose(1, 2)
+
+    nodes = graph(f, (1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4))
+    sdpa = next(n for n in nodes.values() if "scaled_dot_product" in n.name)
+    site = AttentionSite(nodes["q_1"], nodes["k_1"], nodes["v_1"], sdpa)
+    # the attention output and its transpose; not the gated product, nor what is moved after it
+    assert {n.name for n in attention_fed([site])} == {sdpa.name, "transpose_1"}
