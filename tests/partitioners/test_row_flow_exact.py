@@ -416,6 +416,18 @@ def test_slice_scatter_writes_rows_into_a_base_out_of_place():
     assert labels_of(flow, nodes["flip"]) == [[1, 0, -1, -1]]
 
 
+def test_an_out_of_place_write_leaves_its_base_and_its_other_users_unlabelled():
+    def f(x, w):
+        k = F.linear(x, w)  # (1, 2)
+        base = torch.zeros(1, 4)
+        return torch.slice_scatter(base, k, dim=1, start=0, end=2), base.flip(-1)
+
+    nodes = graph(f, (1, 3), (2, 3))
+    flow = propagate(nodes["linear"], rows(2))
+    assert labels_of(flow, nodes["slice_scatter"]) == [[0, 1, -1, -1]]
+    assert nodes["flip"] not in flow.labels  # base itself holds no rows: nothing to follow
+
+
 def test_index_put_with_a_data_dependent_index_ends_the_flow():
     def f(x, w, idx):
         k = F.linear(x, w)  # (2, 2)
@@ -524,6 +536,12 @@ def test_labels_past_the_size_limit_are_not_materialized(monkeypatch):
     assert nodes["expand"] not in flow.labels
     assert nodes["flip"] not in flow.labels
     assert labels_of(flow, nodes["flip_1"]) == [[3, 2, 1, 0]]
+    # the parts of a split are checked too (the start labels are not: 12 elements)
+    nodes_split = graph(lambda x: [t.flip(-1) for t in (x * 2.0).split(6, dim=-1)], (1, 12))
+    monkeypatch.setattr(row_flow, "MAX_LABELS", 5)
+    with pytest.warns(UserWarning, match="the row labels at split exceed 5 elements"):
+        flow = propagate(nodes_split["mul"], rows(12))
+    assert set(flow.labels) == {nodes_split["mul"]}
     monkeypatch.setattr(row_flow, "MAX_LABELS", 12)  # exactly 12 elements: materialized
     flow = propagate(nodes["mul"], rows(4))
     assert labels_of(flow, nodes["flip"]) == [[0, 1, 2, 3]] * 3
