@@ -7,12 +7,15 @@ of the foreach path (row chunks, ``1 - beta**t``) are written out by hand too.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 import torch
 
 from lightning_adam_mini import functional
 from lightning_adam_mini import row_kernel as rk
 from lightning_adam_mini.blocks import BlockReduction
+from lightning_adam_mini.sharded import ShardedBlockReduction
 from partitioners import BlockLayout, Segment
 
 from .test_block_math_exact import reference_steps, run_adam_mini, values
@@ -120,6 +123,9 @@ def test_fits_the_kernel(p, g, m):
     assert not functional._fits_row_kernel(red, p.to("meta"), g, m)
     no_rows = BlockReduction.build(BlockLayout.rows(1), (4, 2), torch.device("cpu"))
     assert not functional._fits_row_kernel(no_rows, p, g, m)
+    # an FSDP2 shard's reduction (no row_blocks: its blocks may straddle ranks)
+    sharded = ShardedBlockReduction(red, (8, 2), 4, 4, cast(Any, None))
+    assert not functional._fits_row_kernel(sharded, p, g, m)
 
 
 # ---- helpers of the foreach path ---------------------------------------------------------------
