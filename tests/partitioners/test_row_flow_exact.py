@@ -471,14 +471,10 @@ def test_a_write_into_a_tensor_the_rows_never_reached_queues_its_users():
     assert labels_of(flow, transpose) == [[-1, 0, -1], [-1, 1, -1]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a data-movement op whose other tensor operand carries no labels (stack with a computed "
-    "tensor, expand_as / view_as a computed tensor) ends the flow, where cat fills that operand with "
-    "-1 and goes on; only an index operand (gather, index_select) should end it",
-)
 @pytest.mark.parametrize("op", ["stack", "expand_as"])
 def test_stack_or_expand_as_with_a_computed_operand_keeps_the_rows(op):
+    """stack joins an unlabelled tensor as cat does (no row there); expand_as takes only the
+    other tensor's shape. (Both used to end the flow.)"""
     def f(x, w):
         k = F.linear(x, w)  # (1, 2)
         other = torch.tanh(x[:, :2])
@@ -508,12 +504,8 @@ class ExpandAsGQA(nn.Module):
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, 16)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="k.expand_as(q): q carries no labels in k's flow, so k's rows stop there and the key "
-    "head falls back to per-row blocks (with .expand(B, 4, T, 4) it is read as one head)",
-)
 def test_key_head_expanded_with_expand_as():
+    """A GQA key written ``k.expand_as(q)`` is one head (it used to fall back to per-row blocks)."""
     plan = auto_partition(ExpandAsGQA(), (torch.zeros(2, 5, 16),))
     assert plan["k.weight"].layout == BlockLayout.rows(0, group=4)
 
