@@ -475,6 +475,7 @@ def test_a_write_into_a_tensor_the_rows_never_reached_queues_its_users():
 def test_stack_or_expand_as_with_a_computed_operand_keeps_the_rows(op):
     """stack joins an unlabelled tensor as cat does (no row there); expand_as takes only the
     other tensor's shape. (Both used to end the flow.)"""
+
     def f(x, w):
         k = F.linear(x, w)  # (1, 2)
         other = torch.tanh(x[:, :2])
