@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 from collections.abc import Callable
 
 import torch
@@ -109,3 +110,17 @@ def machine_line(model: nn.Module, cfg: LlamaConfig, device: torch.device) -> st
         f"Llama dim={cfg.dim} layers={cfg.n_layers} vocab={cfg.vocab_size}: {n / 1e6:.1f}M {dtype} params; "
         f"{device.type} ({where}); torch {torch.__version__}"
     )
+
+
+def interleaved_step_seconds(
+    optimizers: dict[str, torch.optim.Optimizer], rounds: int
+) -> dict[str, list[float]]:
+    """Seconds of each optimizer's ``step()`` per round, the contenders taking turns every round
+    (so that the machine's drift hits them all alike)."""
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(rounds):
+        for name, opt in optimizers.items():
+            t0 = time.perf_counter()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+    return times

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from contenders import machine_line
+from contenders import interleaved_step_seconds, machine_line
 from torch import nn
 
 from lightning_adam_mini import AdamMini
@@ -48,13 +47,8 @@ def median_step_seconds(
         opt = make(copy, plan)
         for _ in range(2):  # state, compilation
             opt.step()
-        runs[name] = (opt, [])
-    for _ in range(rounds):
-        for opt, times in runs.values():
-            t0 = time.perf_counter()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-    return {name: statistics.median(times) for name, (_, times) in runs.items()}
+        runs[name] = opt
+    return {name: statistics.median(t) for name, t in interleaved_step_seconds(runs, rounds).items()}
 
 
 def _small_model(n: int) -> nn.Module:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from contenders import interleaved_step_seconds
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from torch import nn
@@ -81,13 +82,8 @@ def step_times(nets, makers, batch, rounds: int) -> dict[str, list[float]]:
             p.grad = q.grad.clone()
         opt = make(model)
         opt.step()  # state created outside the timing
-        runs[name] = (opt, [])
-    for _ in range(rounds):
-        for opt, times in runs.values():
-            t0 = time.perf_counter()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-    return {name: times for name, (_, times) in runs.items()}
+        runs[name] = opt
+    return interleaved_step_seconds(runs, rounds)
 
 
 def train_times(cfg: Any, nets, makers, batches, clip: float | None) -> dict[str, list[tuple[float, float]]]:
