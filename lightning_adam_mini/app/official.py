@@ -14,10 +14,7 @@ from collections.abc import Sequence
 from torch import nn
 from torch.optim import Optimizer
 
-
-def _config_value(model: nn.Module, *names: str) -> int | None:
-    cfg = next((m.cfg for m in model.modules() if hasattr(m, "cfg")), None)
-    return next((getattr(cfg, n) for n in names if getattr(cfg, n, None)), None)
+from .plans import model_config_value
 
 
 def official_adam_mini(
@@ -40,8 +37,8 @@ def official_adam_mini(
             "optimizer=adam_mini_official needs the official package: pip install adam-mini==1.1.1 "
             '(or pip install -e ".[dev]")'
         ) from err
-    dim = dim or _config_value(model, "dim", "n_embd")
-    n_heads = n_heads or _config_value(model, "n_heads", "n_head")
+    dim = dim or model_config_value(model, "dim", "n_embd")
+    n_heads = n_heads or model_config_value(model, "n_heads", "n_head")
     if dim is None or n_heads is None:
         raise ValueError(
             "optimizer=adam_mini_official: the model has no cfg with dim/n_embd and n_heads/n_head; "
@@ -55,6 +52,6 @@ def official_adam_mini(
         weight_decay=weight_decay,
         dim=dim,
         n_heads=n_heads,
-        n_kv_heads=n_kv_heads or _config_value(model, "n_kv_heads") or n_heads,
+        n_kv_heads=n_kv_heads or model_config_value(model, "n_kv_heads") or n_heads,
         verbose=verbose,
     )

@@ -31,10 +31,15 @@ def auto_plan(
     return auto_partition(model, example_inputs, overrides=overrides)
 
 
-def _model_width_heads(model: nn.Module) -> tuple[int, int]:
+def model_config_value(model: nn.Module, *names: str) -> Any:
+    """The first of ``names`` that the model's ``cfg`` (on it or a submodule) sets, else None."""
     cfg = next((m.cfg for m in model.modules() if hasattr(m, "cfg")), None)
-    dim = getattr(cfg, "n_embd", None) or getattr(cfg, "dim", None)
-    heads = getattr(cfg, "n_head", None) or getattr(cfg, "n_heads", None)
+    return next((getattr(cfg, n) for n in names if getattr(cfg, n, None)), None)
+
+
+def _model_width_heads(model: nn.Module) -> tuple[int, int]:
+    dim = model_config_value(model, "n_embd", "dim")
+    heads = model_config_value(model, "n_head", "n_heads")
     return (dim, heads) if dim and heads else (2048, 32)  # the official package's defaults
 
 
