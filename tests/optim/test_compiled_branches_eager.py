@@ -120,3 +120,23 @@ def test_eager_skip_of_a_whole_group_still_updates_the_other_group(bad):
     )
     assert steps[bad].item() == 0.0 and steps[good].item() == 1.0
     assert int(skips[bad]) == 1 and int(skips[good]) == 0
+
+
+def test_compiled_skip_with_a_low_precision_m(as_if_compiling):
+    """bf16 ``m`` under the compiled skip: the good parameter's ``m`` takes its gradient converted
+    to bf16 inside the select; the skipped one keeps its parameter and a zero ``m``."""
+    state = _state([A, B], [torch.float32, torch.float32], m_dtype=torch.bfloat16)
+    grads = [torch.tensor(values(6, 2)), torch.tensor(values(8, 3))]
+    grads[1][0] = math.nan
+    skips = [torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)]
+    _steps(state, [grads], skips)
+    params, exp_avgs, _, steps, _ = state
+    want, _ = reference_steps(values(6, 1), [grads[0].tolist()], A[2])
+    torch.testing.assert_close(
+        params[0].flatten().double(), torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-2
+    )
+    m_want = [(1 - BETAS[0]) * g for g in grads[0].tolist()]  # m starts at zero
+    assert exp_avgs[0].dtype == torch.bfloat16
+    assert exp_avgs[0].flatten().double().tolist() == pytest.approx(m_want, rel=1e-2)
+    assert torch.equal(params[1].flatten(), torch.tensor(values(8, 1), dtype=torch.float32))
+    assert not exp_avgs[1].any() and [s.item() for s in steps] == [1.0, 0.0]

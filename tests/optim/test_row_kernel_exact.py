@@ -7,6 +7,7 @@ of the foreach path (row chunks, ``1 - beta**t``) are written out by hand too.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, cast
 
 import pytest
@@ -18,7 +19,7 @@ from lightning_adam_mini.blocks import BlockReduction
 from lightning_adam_mini.sharded import ShardedBlockReduction
 from partitioners import BlockLayout, Segment
 
-from .test_block_math_exact import reference_steps, run_adam_mini, values
+from .test_block_math_exact import BETAS, EPS, LR, WD, reference_steps, run_adam_mini, values
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,39 @@ def test_one_minus_power_by_hand():
     # close to 1 without cancellation: 1 - 0.999999**2 = 1.999999e-6
     (x,) = functional._one_minus_power(0.999999, [torch.tensor(2.0, dtype=torch.float32)])
     assert x.item() == pytest.approx(1.999999e-6, rel=1e-6)
+
+
+def test_fused_step_goes_on_to_the_next_dtype_group_and_takes_a_tensor_lr_as_is(row_step):
+    """The kernel serves every fp32 parameter; the fp64 group after it still takes the foreach
+    step. A tensor ``lr`` reaches the kernel as it is (no copy, so no copy-construct warning)."""
+    shape, block_of = (2, 3), [0, 0, 0, 1, 1, 1]
+    p0, grads = values(6, 1), [values(6, 2), values(6, 3)]
+    params = [torch.tensor(p0, dtype=dtype).reshape(shape) for dtype in (torch.float32, torch.float64)]
+    exp_avgs = [torch.zeros_like(p) for p in params]
+    exp_avg_sqs = [torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.float64)]
+    steps = [torch.zeros(()), torch.zeros(())]
+    reductions = [BlockReduction.build(BlockLayout.rows(0), shape, torch.device("cpu")) for _ in params]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for g in grads:
+            functional.adam_mini(
+                params,
+                [torch.tensor(g, dtype=p.dtype).reshape(shape) for p in params],
+                exp_avgs,
+                exp_avg_sqs,
+                steps,
+                reductions,
+                [True, True],
+                lr=torch.tensor(LR, dtype=torch.float64),
+                beta1=BETAS[0],
+                beta2=BETAS[1],
+                eps=EPS,
+                weight_decay=WD,
+                row_step=row_step,
+            )
+    want, _ = reference_steps(p0, grads, block_of)
+    for p in params:
+        torch.testing.assert_close(
+            p.flatten().double(), torch.tensor(want, dtype=torch.float64), rtol=2e-5, atol=1e-6
+        )
+    assert [s.item() for s in steps] == [2.0, 2.0]

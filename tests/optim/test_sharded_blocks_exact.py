@@ -154,10 +154,12 @@ def test_dtensor_paths_on_a_one_rank_mesh(one_rank_mesh):
     assert not isinstance(v, DTensor) and v.shape == (2, 1) and v.dtype == torch.float32 and not v.any()
     assert local_tensor(w).shape == (6, 2) and not isinstance(local_tensor(w), DTensor)
 
-    bias = distribute_tensor(torch.ones(5), mesh, [Shard(0)])
+    assert heads.group is mesh.get_group()  # reduced over the mesh's group, not the default one
+
+    bias = distribute_tensor(torch.ones(5, dtype=torch.bfloat16), mesh, [Shard(0)])
     elem = build_reduction(BlockLayout.element(), bias)
     assert isinstance(elem, BlockReduction) and elem.is_elementwise and elem.v_shape == (5,)
-    v = new_exp_avg_sq(bias, elem)
+    v = new_exp_avg_sq(bias, elem)  # v in fp32 for a bf16 parameter, sharded like it
     assert isinstance(v, DTensor) and v.placements == (Shard(0),) and v.dtype == torch.float32
 
     rep = distribute_tensor(torch.ones(4, 2), mesh, [Replicate()])
