@@ -8,6 +8,7 @@ point: few of them), summarised per role by min / median / max.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -60,24 +61,32 @@ def step_size_stats(optimizer: AdamMini, prefix: str = "adam_mini") -> dict[str,
         return {}
     per_role: dict[str, list[Tensor]] = defaultdict(list)
     for group in optimizer.param_groups:
-        lr = float(group["lr"])
-        beta2, eps = group["betas"][1], group["eps"]
+        lr, (_, beta2), eps = group["lr"], group["betas"], group["eps"]
+        log_beta2 = math.log(beta2) if beta2 > 0 else -math.inf
         for name, p in zip(group["param_names"], group["params"]):
             state = optimizer.state.get(p)
             if not state:
                 continue
             v = local_tensor(state["exp_avg_sq"]).detach().float().flatten()
-            bias_correction2 = 1.0 - beta2 ** float(state["step"])
-            step = lr / ((v / bias_correction2).sqrt() + eps)
-            per_role[optimizer.plan[name].role].append(step)
+            # 1 - beta2**t = -expm1(t log beta2): exact in fp32, and on v's device (no host sync)
+            t = state["step"].to(v.device, torch.float32)
+            bias_correction2 = torch.special.expm1(t * log_beta2).neg_()
+            per_role[optimizer.plan[name].role].append(
+                (v / bias_correction2).sqrt_().add_(eps).reciprocal_().mul_(lr)
+            )
+    roles, rows = [], []
+    for role in sorted(per_role):
+        values = torch.cat(per_role[role])
+        if values.numel():
+            roles.append(role)
+            rows.append(torch.stack([values.min(), values.median(), values.max()]))
     out: dict[str, float] = {}
-    for role, parts in sorted(per_role.items()):
-        values = torch.cat(parts)
-        if not values.numel():
-            continue
-        out[f"{prefix}/step_size/{role}/min"] = values.min().item()
-        out[f"{prefix}/step_size/{role}/median"] = values.median().item()
-        out[f"{prefix}/step_size/{role}/max"] = values.max().item()
+    if rows:
+        table = torch.stack([r.to(rows[0].device) for r in rows]).tolist()  # one host sync in all
+        for role, (low, median, high) in zip(roles, table):
+            out[f"{prefix}/step_size/{role}/min"] = low
+            out[f"{prefix}/step_size/{role}/median"] = median
+            out[f"{prefix}/step_size/{role}/max"] = high
     for role, frac in sorted(role_fractions(optimizer.plan).items()):
         out[f"{prefix}/params/{role}"] = frac
     return out
