@@ -120,6 +120,8 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=10, help="first iterations left out of the medians")
     ap.add_argument("overrides", nargs="*", help="lam-train overrides, e.g. model=llama_tiny")
     args = ap.parse_args()
+    if not 0 <= args.skip < args.iters:
+        ap.error(f"--skip ({args.skip}) must be below --iters ({args.iters}): the medians need iterations")
     cfg = app_config(args.overrides)
     torch.manual_seed(cfg.seed)
     data = instantiate(cfg.data)
