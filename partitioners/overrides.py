@@ -1,4 +1,4 @@
-"""Rules on top of a plan: ``FQN glob`` or module type -> role and/or layout.
+"""Rules on top of a plan: ``FQN glob``, module type or role -> role and/or layout.
 
 A rule is plain data (YAML friendly)::
 
@@ -7,14 +7,19 @@ A rule is plain data (YAML friendly)::
     - module: Conv2d                     # class name (or class) of the owning module
       role: conv
       layout: tensor                     # "tensor" / "element" or a layout dict
+    - has_role: [query, key, value, qkv, attn_out]   # the role the plan gives (one or a list)
+      layout: element                    # attention with Adam's per-element v, on any model
 
-Rules apply in order (a later rule wins) and mark their entries ``decided_by="rule"``. Module
-rules need the model to find each parameter's owner.
+Rules apply in order (a later rule wins, and ``has_role`` sees the roles earlier rules set) and
+mark their entries ``decided_by="rule"``. Selectors given together must all hold. Module rules need
+the model to find each parameter's owner. A rule that selects no parameter warns (a typo'd glob
+or role would otherwise change nothing, silently).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,35 +33,56 @@ from .plan import PartitionPlan
 
 @dataclass(frozen=True)
 class Rule:
-    """Set ``role``/``layout`` of every parameter whose name matches ``match`` and whose owning
-    module is a ``module`` (class or class name); either selector may be omitted, not both."""
+    """Set ``role``/``layout`` of every parameter whose name matches ``match``, whose owning
+    module is a ``module`` (class or class name) and whose role in the plan is one of
+    ``has_role`` (a role or a list of roles); selectors may be omitted, not all three."""
 
     match: str | None = None
     module: type | str | None = None
     role: str | None = None
     layout: BlockLayout | None = None
+    has_role: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.match is None and self.module is None:
-            raise ValueError("a rule needs 'match' (an FQN glob) or 'module' (a module type)")
+        if isinstance(self.has_role, (list, tuple)):
+            object.__setattr__(self, "has_role", tuple(self.has_role))
+        roles = (self.has_role,) if isinstance(self.has_role, str) else self.has_role or ()
+        if self.has_role is not None and not (roles and all(isinstance(r, str) and r for r in roles)):
+            raise ValueError(f"'has_role' takes a role name or a list of them, got {self.has_role!r}")
+        if self.match is None and self.module is None and self.has_role is None:
+            raise ValueError(
+                "a rule needs 'match' (an FQN glob), 'module' (a module type) or 'has_role' (roles)"
+            )
         if self.role is None and self.layout is None:
-            raise ValueError(f"rule {self.match or self.module!r} sets neither 'role' nor 'layout'")
+            raise ValueError(f"rule {self.describe()} sets neither 'role' nor 'layout'")
+
+    def describe(self) -> str:
+        """The rule's selectors, as a person wrote them (for messages)."""
+        given = {"match": self.match, "module": self.module, "has_role": self.has_role}
+        return "{" + ", ".join(f"{k}: {v!r}" for k, v in given.items() if v is not None) + "}"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Rule:
-        unknown = set(data) - {"match", "module", "role", "layout"}
+        unknown = set(data) - {"match", "module", "has_role", "role", "layout"}
         if unknown:
-            raise ValueError(f"unknown rule fields {sorted(unknown)}: use match, module, role, layout")
+            raise ValueError(
+                f"unknown rule fields {sorted(unknown)}: use match, module, has_role, role, layout"
+            )
         layout = data.get("layout")
         if isinstance(layout, str):
             layout = BlockLayout.from_dict({"kind": layout})
         elif isinstance(layout, Mapping):
             layout = BlockLayout.from_dict(dict(layout))
-        return cls(data.get("match"), data.get("module"), data.get("role"), layout)
+        return cls(data.get("match"), data.get("module"), data.get("role"), layout, data.get("has_role"))
 
-    def selects(self, name: str, owner: nn.Module | None) -> bool:
+    def selects(self, name: str, owner: nn.Module | None, role: str | None = None) -> bool:
+        """Whether the parameter ``name`` (owned by ``owner``, with ``role`` in the plan) is selected."""
         if self.match is not None and not fnmatch.fnmatchcase(name, self.match):
             return False
+        if self.has_role is not None:
+            roles = (self.has_role,) if isinstance(self.has_role, str) else self.has_role
+            if role not in roles:
+                return False
         if self.module is None:
             return True
         if owner is None:
@@ -93,10 +119,12 @@ def apply_overrides(
     """``plan`` with the rules applied in order; their entries are marked ``decided_by="rule"``."""
     rules = load_rules(rules)
     entries = dict(plan)
+    used: set[int] = set()
     for name, entry in entries.items():
         owner = _owner(model, name) if any(r.module is not None for r in rules) else None
-        for rule in rules:
-            if rule.selects(name, owner):
+        for i, rule in enumerate(rules):
+            if rule.selects(name, owner, entry.role):
+                used.add(i)
                 entry = replace(
                     entry,
                     role=entry.role if rule.role is None else rule.role,
@@ -104,4 +132,12 @@ def apply_overrides(
                     decided_by="rule",
                 )
         entries[name] = entry
+    for i, rule in enumerate(rules):
+        if i not in used:
+            warnings.warn(
+                f"override rule {rule.describe()} selects no parameter of the plan; check its glob, "
+                "module type or role against the plan table",
+                UserWarning,
+                stacklevel=2,
+            )
     return PartitionPlan(entries)  # checks every layout against its shape

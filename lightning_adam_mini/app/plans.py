@@ -27,7 +27,8 @@ def auto_plan(
 ) -> PartitionPlan:
     """The graph partition: ``auto_partition(model, example_inputs, overrides=overrides)``;
     ``overrides`` are rules (:mod:`partitioners.overrides`) applied on top, e.g.
-    ``[{match: "*.mlp.*.weight", layout: element}]`` for Adam's per-element ``v`` on the MLPs."""
+    ``[{has_role: [query, key, value, qkv, attn_out], layout: element}]`` for Adam's per-element
+    ``v`` on the attention weights."""
     return auto_partition(model, example_inputs, overrides=overrides)
 
 

@@ -15,7 +15,7 @@ from adam_mini import Adam_mini
 from hydra.utils import instantiate
 
 from lightning_adam_mini import AdamMini
-from lightning_adam_mini.app.plans import build_optimizer, builds_from_model
+from lightning_adam_mini.app.plans import auto_plan, build_optimizer, builds_from_model
 from lightning_adam_mini.app.text_data import ByteTextDataModule
 
 from .conftest import compose_train
@@ -152,3 +152,22 @@ def test_report_pairs_seeds_and_picks_the_lr_on_val(tmp_path):
     for i, (lr, val, test) in enumerate([(1e-3, 2.5, 1.0), (3e-3, 2.0, 3.0), (1e-2, float("nan"), 0.5)]):
         _metrics(tune, f"t{i}", "adamw", "gpt_tiny", 0, 400, test, lr=lr, val=val)
     assert report.best_lr(tune, "adamw", "gpt_tiny") == 3e-3
+
+
+# per layer (2 layers): the GPT's fused c_attn and c_proj; the Llama's wq, wk, wv and wo
+@pytest.mark.parametrize(
+    ("model", "glob", "moved"),
+    [("gpt_micro", "*.attn.*.weight", 4), ("llama_micro", "*.self_attn.*.weight", 8)],
+)
+def test_the_role_rule_selects_what_the_studys_name_globs_did(model, glob, moved):
+    """README: `{has_role: [query, key, value, qkv, attn_out], layout: element}` moves the same
+    tensors to per-element v as the study's name glob for each layout."""
+    cfg = compose_train([f"model={model}"])
+    torch.manual_seed(0)
+    net = instantiate(cfg.model)
+    x = torch.zeros(1, 8, dtype=torch.long)
+    roles = ["query", "key", "value", "qkv", "attn_out"]
+    by_role = auto_plan(net, (x,), overrides=[{"has_role": roles, "layout": "element"}])
+    by_name = auto_plan(net, (x,), overrides=[{"match": glob, "layout": "element"}])
+    assert by_role == by_name
+    assert sum(e.decided_by == "rule" for e in by_role.values()) == moved

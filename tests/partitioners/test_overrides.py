@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from partitioners import BlockLayout, PartitionPlan, PlanMismatchError, auto_partition
+from partitioners import BlockLayout, PartitionPlan, PlanEntry, PlanMismatchError, auto_partition
 from partitioners.overrides import Rule, apply_overrides, load_rules
 from tests.models.resnet import resnet18
 
@@ -88,3 +88,58 @@ def test_pinned_plan_skips_tracing(model, plan, tmp_path, monkeypatch):
     assert pinned["fc.bias"].layout == BlockLayout.tensor()
     with pytest.raises(PlanMismatchError):
         auto_partition(resnet18(num_classes=7, width=8), plan=plan)
+
+
+def _attention_plan() -> PartitionPlan:
+    rows, tensor = BlockLayout.rows(0), BlockLayout.tensor()
+    return PartitionPlan(
+        {
+            "q": PlanEntry((8, 4), "query", BlockLayout.rows(0, group=4), "export"),
+            "k": PlanEntry((8, 4), "key", BlockLayout.rows(0, group=4), "export"),
+            "v": PlanEntry((8, 4), "value", rows, "export"),
+            "o": PlanEntry((4, 8), "attn_out", rows, "export"),
+            "up": PlanEntry((16, 4), "linear", rows, "export"),
+            "norm": PlanEntry((4,), "norm", tensor, "export"),
+        }
+    )
+
+
+def test_role_rules_select_by_the_plans_role():
+    plan = _attention_plan()
+    out = apply_overrides(plan, [{"has_role": ["query", "key", "value", "attn_out"], "layout": "element"}])
+    assert [n for n in out if out[n].decided_by == "rule"] == ["q", "k", "v", "o"]
+    assert all(out[n].layout == BlockLayout.element() and out[n].role == plan[n].role for n in "qkvo")
+    assert out["up"] == plan["up"] and out["norm"] == plan["norm"]
+    assert out.num_blocks == 4 * 32 + 16 + 1  # 128 per-element v, 16 rows, one norm block
+    one = apply_overrides(plan, [Rule(has_role="value", layout=BlockLayout.tensor())])
+    assert [n for n in one if one[n] != plan[n]] == ["v"] and one["v"].layout == BlockLayout.tensor()
+
+
+def test_role_rules_see_roles_set_by_earlier_rules_and_combine_with_globs():
+    plan = _attention_plan()
+    out = apply_overrides(
+        plan,
+        """
+        - {match: "up", role: value}
+        - {has_role: value, match: "[uv]*", layout: tensor}
+        """,
+    )
+    assert (out["up"].role, out["up"].layout) == ("value", BlockLayout.tensor())
+    assert out["v"].layout == BlockLayout.tensor() and out["o"] == plan["o"]
+
+
+def test_a_rule_that_selects_nothing_warns_naming_it():
+    plan = _attention_plan()
+    with pytest.warns(UserWarning, match=r"rule \{has_role: 'querry'\} selects no parameter"):
+        out = apply_overrides(plan, [{"has_role": "querry", "layout": "element"}])
+    assert out == plan
+    with pytest.warns(UserWarning, match=r"rule \{match: '\*\.attn\.\*'\} selects no parameter"):
+        apply_overrides(
+            plan, [{"match": "*.attn.*", "layout": "element"}, {"match": "q", "layout": "element"}]
+        )
+
+
+@pytest.mark.parametrize("bad", [[], "", [1], ["query", None]])
+def test_has_role_takes_role_names(bad):
+    with pytest.raises(ValueError, match="'has_role' takes a role name or a list of them"):
+        Rule(has_role=bad, layout=BlockLayout.element())
