@@ -76,7 +76,7 @@ class AutoPartitionSchema:
     _target_: str = "lightning_adam_mini.app.plans.auto_plan"
     _partial_: bool = True
     _convert_: str = "all"  # rules arrive as plain dicts
-    overrides: Any = None  # a list of rules {match|module, role?, layout?}, applied in order
+    overrides: Any = None  # rules {match / module / has_role, role?, layout?}, applied in order
 
 
 @dataclass
