@@ -45,7 +45,7 @@ def _read(module: nn.Module, prefix: str, args: tuple, kwargs: dict, collapse: b
     """Trace ``module`` alone and record its parameters' decisions (raises if it can't)."""
     traced = trace(module, args, kwargs, collapse)
     reading = graph_decisions(traced.graph, traced.params, traced.shapes, whole_model=not prefix)
-    method = traced.method if not prefix else f"{traced.method} ({prefix.rstrip('.')})"
+    method = traced.decided_by if not prefix else f"{traced.decided_by} ({prefix.rstrip('.')})"
     for name, _ in module.named_parameters():
         key = traced.rename(name)
         if key in reading.decisions:

@@ -1,0 +1,294 @@
+"""Data-dependent code on meta tensors, followed at its upper bound: every route is taken.
+
+A meta tensor has a shape but no values, so ``nonzero``, a ``bool(mask.any())`` or an
+``.item()`` used as a length can't be computed, and a trace of a forward that uses them (a
+mixture of experts looping over the experts hit, a causal-mask check) stops there. Inside
+:class:`UpperBounds` (a ``TorchFunctionMode``, active only while it is entered) these calls on
+meta tensors are answered with the largest structure they could have:
+
+* ``nonzero`` / ``argwhere`` / ``where(cond)`` / a boolean mask index select *every* element
+  (``(numel, ndim)`` indices, built from ``arange`` so that a tracer records them as ordinary
+  data-independent ops); ``masked_select`` keeps every element; ``unique`` finds every element
+  distinct.
+* an integer ``.item()`` (``int()``, ``range()``, a length) is the largest value it can hold when
+  that is known from the ops that made it: a count of a boolean mask (``mask.sum()``), its
+  ``max``/``min`` and casts. Otherwise it raises :class:`UnboundedValue`.
+* a data-dependent boolean (``if mask.any():``, ``torch.equal``) is a *decision*: ``True`` first
+  (the route that does the work), and :func:`explore` runs the forward again with the last
+  ``True`` turned ``False`` when a route raises (``if x.isnan().any(): raise``).
+
+The parameters a forward uses on these routes are a superset of those any real input uses, with
+the same ops, so the roles read from the graph hold for every input. Nothing is global: the
+mode and the ``meta_nonzero_assume_all_nonzero`` setting of ``torch.fx.experimental._config``
+(for a ``nonzero`` called from inside another op) last as long as the ``with`` block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from typing import Any, TypeVar
+
+import torch
+from torch.fx.experimental import _config as fx_config
+from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
+
+T = TypeVar("T")
+
+#: how many forwards :func:`explore` runs before it gives up on the decisions
+MAX_ROUTES = 8
+
+
+class UnboundedValue(RuntimeError):
+    """A data-dependent value of a meta tensor whose upper bound is unknown."""
+
+
+def _is_meta(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.device.type == "meta"
+
+
+def _all_indices(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``x.nonzero(as_tuple=True)`` if every element of ``x`` were nonzero."""
+    if x.dim() == 0:
+        return (torch.zeros(1, dtype=torch.long, device=x.device),)
+    ranges = [torch.arange(n, device=x.device) for n in x.shape]
+    return tuple(g.reshape(-1) for g in torch.meshgrid(*ranges, indexing="ij"))
+
+
+def _nonzero(x: torch.Tensor, *, as_tuple: bool = False, **kwargs: Any) -> Any:
+    if kwargs:
+        return NotImplemented
+    indices = _all_indices(x)
+    if as_tuple:
+        return indices
+    if x.dim() == 0:
+        return torch.zeros(1, 0, dtype=torch.long, device=x.device)
+    return torch.stack(indices, dim=1)
+
+
+def _where(cond: torch.Tensor, *rest: Any, **kwargs: Any) -> Any:
+    return NotImplemented if rest or kwargs else _all_indices(cond)
+
+
+def _masked_select(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    shape = torch.broadcast_shapes(x.shape, mask.shape)
+    return x.expand(shape).reshape(-1)
+
+
+def _unique(
+    x: torch.Tensor,
+    sorted: bool = True,  # noqa: A002 (torch.unique's own argument name)
+    return_inverse: bool = False,
+    return_counts: bool = False,
+    dim: int | None = None,
+) -> Any:
+    if dim is not None:
+        return NotImplemented
+    values = x.reshape(-1)
+    extra = []
+    if return_inverse:
+        extra.append(torch.arange(x.numel(), device=x.device).reshape(x.shape))
+    if return_counts:
+        extra.append(torch.ones(x.numel(), dtype=torch.long, device=x.device))
+    return (values, *extra) if extra else values
+
+
+def _mask_free(index: Any) -> Any:
+    """An index with every boolean meta mask replaced by the indices of all its elements."""
+    if isinstance(index, tuple):
+        return tuple(part for i in index for part in _expanded(i))
+    if _is_meta(index) and index.dtype in (torch.bool, torch.uint8):
+        return _all_indices(index)
+    return index
+
+
+def _expanded(index: Any) -> tuple[Any, ...]:
+    if _is_meta(index) and index.dtype in (torch.bool, torch.uint8):
+        return _all_indices(index)
+    return (index,)
+
+
+def _tensor_index(index: Any) -> list[torch.Tensor | None] | None:
+    """``x[e]`` with a 0-d integer meta tensor ``e`` (an expert id) as the indices of an
+    ``aten.index``, which keeps ``e`` a tensor: ``__getitem__`` would read its value. ``None``
+    when the index has no such tensor or has parts ``aten.index`` can't take (a partial slice)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not any(_is_meta(p) and p.dim() == 0 and not p.is_floating_point() for p in parts):
+        return None
+    if not all(isinstance(p, torch.Tensor) or p == slice(None) for p in parts):
+        return None
+    return [p if isinstance(p, torch.Tensor) else None for p in parts]
+
+
+def _getitem(x: torch.Tensor, index: Any) -> torch.Tensor:
+    index = _mask_free(index)
+    indices = _tensor_index(index)
+    return x[index] if indices is None else torch.ops.aten.index.Tensor(x, indices)
+
+
+# ops whose integer result is bounded by their (first) input's bound
+_KEEPS_BOUND = {
+    torch.Tensor.max,
+    torch.Tensor.min,
+    torch.Tensor.amax,
+    torch.Tensor.amin,
+    torch.max,
+    torch.min,
+    torch.amax,
+    torch.amin,
+    torch.Tensor.to,
+    torch.Tensor.long,
+    torch.Tensor.int,
+    torch.Tensor.type_as,
+    torch.Tensor.view,
+    torch.Tensor.reshape,
+    torch.Tensor.flatten,
+    torch.Tensor.squeeze,
+    torch.Tensor.unsqueeze,
+    torch.Tensor.__getitem__,
+    torch.Tensor.select,
+    torch.Tensor.clone,
+    torch.Tensor.contiguous,
+    torch.Tensor.detach,
+}
+# ops whose integer result is at most their input's bound times the count of elements summed
+_SUMS = {torch.Tensor.sum, torch.sum, torch.Tensor.count_nonzero, torch.count_nonzero}
+
+
+class UpperBounds(TorchFunctionMode):
+    """Answers data-dependent calls on meta tensors with their upper bound (see the module).
+
+    ``script``: the decisions to take first, in order (after it, ``True``); :attr:`decisions`
+    records the ones taken.
+    """
+
+    def __init__(self, script: Sequence[bool] = ()) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.decisions: list[bool] = []
+        self._bounds: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._settings = ExitStack()
+        self._handlers: dict[Callable[..., Any], Callable[..., Any]] = {
+            torch.nonzero: _nonzero,
+            torch.Tensor.nonzero: _nonzero,
+            torch.argwhere: lambda x: _nonzero(x),
+            torch.Tensor.argwhere: lambda x: _nonzero(x),
+            torch.where: _where,
+            torch.masked_select: _masked_select,
+            torch.Tensor.masked_select: _masked_select,
+            torch.unique: _unique,
+            torch.Tensor.unique: _unique,
+            torch.Tensor.__getitem__: _getitem,
+            torch.Tensor.__setitem__: self._setitem,
+            torch.Tensor.__bool__: lambda x: self.decide(),
+            torch.is_nonzero: lambda x: self.decide(),
+            torch.equal: self._equal,
+            torch.Tensor.equal: self._equal,
+            torch.Tensor.item: self._scalar,
+            torch.Tensor.__int__: lambda x: int(self._scalar(x)),
+            torch.Tensor.__index__: lambda x: int(self._scalar(x)),
+            torch.Tensor.tolist: self._tolist,
+        }
+
+    def __enter__(self) -> UpperBounds:
+        self.decisions = []  # a tracer may run the forward more than once: each run replays the script
+        self._settings.enter_context(fx_config.patch(meta_nonzero_assume_all_nonzero=True))
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._settings.close()
+
+    # ---- decisions and bounds ---------------------------------------------------------------
+    def decide(self) -> bool:
+        """The next data-dependent boolean: from the script, else ``True``."""
+        step = len(self.decisions)
+        choice = self.script[step] if step < len(self.script) else True
+        self.decisions.append(choice)
+        return choice
+
+    def bound(self, x: torch.Tensor) -> int | None:
+        """The largest value an integer or boolean tensor can hold, if known."""
+        if x.dtype == torch.bool:
+            return 1
+        return self._bounds.get(x)
+
+    def _equal(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and self.decide()
+
+    def _scalar(self, x: torch.Tensor) -> bool | int:
+        if x.numel() != 1:
+            raise UnboundedValue(f"a data-dependent value of a meta tensor of shape {tuple(x.shape)}")
+        if x.dtype == torch.bool:
+            return self.decide()
+        bound = self.bound(x)
+        if bound is None or x.is_floating_point() or x.is_complex():
+            raise UnboundedValue(
+                f"a data-dependent {x.dtype} value of a meta tensor, with no known upper bound"
+            )
+        return bound
+
+    def _tolist(self, x: torch.Tensor) -> Any:
+        if x.dim() == 0:
+            return self._scalar(x)
+        return [self._tolist(row) for row in x.unbind(0)]
+
+    def _setitem(self, x: torch.Tensor, index: Any, value: Any) -> None:
+        index = _mask_free(index)
+        indices = _tensor_index(index)
+        if indices is None:
+            x[index] = value
+        else:
+            torch.ops.aten.index_put_.default(x, indices, torch.as_tensor(value, dtype=x.dtype, device=x.device))
+
+    def _record(self, func: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
+        if not (_is_meta(out) and not out.is_floating_point() and args and isinstance(args[0], torch.Tensor)):
+            return
+        bound = self.bound(args[0])
+        if bound is None:
+            return
+        if func in _SUMS:
+            self._bounds[out] = bound * max(1, args[0].numel() // max(1, out.numel()))
+        elif func in _KEEPS_BOUND:
+            self._bounds[out] = bound
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        handler = self._handlers.get(func)
+        if func is torch.Tensor.__getitem__:  # looked up now: a tracer may have wrapped it
+            handler = _getitem
+        if handler is not None and args and _is_meta(args[0]):
+            out = handler(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if out is not None and (func in _SUMS or func in _KEEPS_BOUND):
+            self._record(func, args, kwargs, out[0] if isinstance(out, tuple) else out)
+        return out
+
+
+def explore(run: Callable[[UpperBounds], T], routes: int = MAX_ROUTES) -> T:
+    """``run(mode)`` (which enters ``mode``), taking other routes while it raises.
+
+    The first run decides every data-dependent boolean ``True``; after a failure, the last
+    ``True`` decision is turned ``False`` (the ones after it are decided afresh), depth first,
+    until a run succeeds or ``routes`` runs failed. The last error is raised.
+    """
+    script: list[bool] = []
+    for tries in range(1, routes + 1):
+        mode = UpperBounds(script)
+        try:
+            return run(mode)
+        except Exception:
+            taken = mode.decisions
+            last = next((i for i in reversed(range(len(taken))) if taken[i]), None)
+            if last is None or tries == routes:
+                raise
+            script = [*taken[:last], False]
+    raise AssertionError("unreachable")
+
