@@ -196,6 +196,35 @@ def list_index_as_slice() -> Iterator[None]:
         torch.Tensor.__getitem__ = original  # type: ignore[method-assign]
 
 
+# ---- module casts in the forward -------------------------------------------------------------
+def _to_in_place(to: Callable[..., Any]) -> Callable[..., Any]:
+    def to_(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        _device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        tensors = [*self.parameters(), *self.buffers()]
+        if dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point()):
+            return self  # the device stays meta: a trace never moves the copy
+        return to(self, *args, **kwargs)
+
+    return to_
+
+
+@contextlib.contextmanager
+def module_casts_kept() -> Iterator[None]:
+    """Traces ``self.proj = self.proj.to(self.dtype)`` in a forward (Switch Transformers' router)
+    as the no-op it is on the meta copy.
+
+    ``Module.to`` swaps every parameter for a converted one, which fails on the tracer's stand-ins
+    for the parameters (``_apply(): Couldn't swap``); a cast to the dtype the parameters already
+    have, or to another device (the copy stays on ``meta``), changes nothing, so it is skipped.
+    """
+    original = nn.Module.to
+    nn.Module.to = _to_in_place(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.to = original  # type: ignore[method-assign]
+
+
 # ---- the two tracers ---------------------------------------------------------------------------
 _PREFIX = "model."
 
@@ -288,7 +317,7 @@ def _trace_copies(
 
                 def run(bounds: UpperBounds | None, tracer: Callable[..., Any] = tracer) -> Any:
                     wrapper.bounds = bounds
-                    with list_index_as_slice():
+                    with list_index_as_slice(), module_casts_kept():
                         return tracer(wrapper, wrapper.inputs(), {})
 
                 try:

@@ -25,13 +25,15 @@ mode and the ``meta_nonzero_assume_all_nonzero`` setting of ``torch.fx.experimen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 import torch
 from torch.fx.experimental import _config as fx_config
 from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.weak import WeakIdKeyDictionary
 
 T = TypeVar("T")
@@ -127,6 +129,34 @@ def _getitem(x: torch.Tensor, index: Any) -> torch.Tensor:
     return x[index] if indices is None else torch.ops.aten.index.Tensor(x, indices)
 
 
+#: index tensors made by this mode (every index) have their values recorded up to this size
+_MAX_VALUES = 1 << 16
+_MAKES_INDICES = {torch.nonzero, torch.Tensor.nonzero, torch.argwhere, torch.Tensor.argwhere, torch.where}
+# ops that move values without computing new ones: an index's pieces keep known values
+_MOVES_VALUES = {
+    torch.Tensor.unbind,
+    torch.unbind,
+    torch.Tensor.select,
+    torch.Tensor.squeeze,
+    torch.Tensor.unsqueeze,
+    torch.Tensor.view,
+    torch.Tensor.reshape,
+    torch.Tensor.flatten,
+    torch.Tensor.to,
+    torch.Tensor.long,
+    torch.Tensor.clone,
+    torch.Tensor.contiguous,
+    torch.Tensor.detach,
+}
+
+
+@contextmanager
+def _outside_tracing() -> Iterator[None]:
+    """Compute on real (CPU) tensors, unseen by the tracer's modes."""
+    with _disable_current_modes(), torch._C.DisableTorchFunction():
+        yield
+
+
 # ops whose integer result is bounded by their (first) input's bound
 _KEEPS_BOUND = {
     torch.Tensor.max,
@@ -168,6 +198,8 @@ class UpperBounds(TorchFunctionMode):
         self.script = list(script)
         self.decisions: list[bool] = []
         self._bounds: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        #: exact values of the index tensors this mode made (every index), and of their pieces
+        self._values: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._settings = ExitStack()
         self._handlers: dict[Callable[..., Any], Callable[..., Any]] = {
             torch.nonzero: _nonzero,
@@ -189,6 +221,7 @@ class UpperBounds(TorchFunctionMode):
             torch.Tensor.__int__: lambda x: int(self._scalar(x)),
             torch.Tensor.__index__: lambda x: int(self._scalar(x)),
             torch.Tensor.tolist: self._tolist,
+            torch.Tensor.__format__: self._format,
         }
 
     def __enter__(self) -> UpperBounds:
@@ -212,6 +245,9 @@ class UpperBounds(TorchFunctionMode):
 
     def bound(self, x: torch.Tensor) -> int | None:
         """The largest value an integer or boolean tensor can hold, if known."""
+        if x in self._values:
+            values = self._values[x]
+            return int(values.max()) if values.numel() else 0
         if x.dtype == torch.bool:
             return 1
         return self._bounds.get(x)
@@ -222,6 +258,8 @@ class UpperBounds(TorchFunctionMode):
     def _scalar(self, x: torch.Tensor) -> bool | int:
         if x.numel() != 1:
             raise UnboundedValue(f"a data-dependent value of a meta tensor of shape {tuple(x.shape)}")
+        if x in self._values:  # an index this mode made: its value is known
+            return self._values[x].item()
         if x.dtype == torch.bool:
             return self.decide()
         bound = self.bound(x)
@@ -235,6 +273,9 @@ class UpperBounds(TorchFunctionMode):
         if x.dim() == 0:
             return self._scalar(x)
         return [self._tolist(row) for row in x.unbind(0)]
+
+    def _format(self, x: torch.Tensor, spec: str) -> Any:
+        return format(self._scalar(x), spec) if x.dim() == 0 else NotImplemented
 
     def _setitem(self, x: torch.Tensor, index: Any, value: Any) -> None:
         index = _mask_free(index)
@@ -262,14 +303,38 @@ class UpperBounds(TorchFunctionMode):
         handler = self._handlers.get(func)
         if func is torch.Tensor.__getitem__:  # looked up now: a tracer may have wrapped it
             handler = _getitem
+        out: Any = NotImplemented
         if handler is not None and args and _is_meta(args[0]):
             out = handler(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        out = func(*args, **kwargs)
+        handled = out is not NotImplemented
+        if not handled:
+            out = func(*args, **kwargs)
         if out is not None and (func in _SUMS or func in _KEEPS_BOUND):
             self._record(func, args, kwargs, out[0] if isinstance(out, tuple) else out)
+        if (func in _MAKES_INDICES and handled) or func in _MOVES_VALUES or func is torch.Tensor.__getitem__:
+            self._follow_values(func, handler if func in _MAKES_INDICES else func, args, kwargs, out)
         return out
+
+    def _follow_values(
+        self, func: Callable[..., Any], run: Any, args: tuple, kwargs: dict, out: Any
+    ) -> None:
+        """Record the exact values of an index tensor made here, or of a piece of one."""
+        inputs = [a for a in pytree.tree_leaves((args, kwargs)) if _is_meta(a)]
+        if func in _MAKES_INDICES:
+            if args[0].numel() > _MAX_VALUES:
+                return
+            real = lambda a: torch.ones(a.shape, dtype=a.dtype) if _is_meta(a) else a  # noqa: E731
+        elif inputs and all(a in self._values for a in inputs):
+            real = lambda a: self._values[a] if _is_meta(a) else a  # noqa: E731
+        else:
+            return
+        with _outside_tracing():
+            values = run(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
+        outs, found = pytree.tree_leaves(out), pytree.tree_leaves(values)
+        if len(outs) == len(found):
+            for meta, value in zip(outs, found):
+                if _is_meta(meta) and isinstance(value, torch.Tensor) and value.shape == meta.shape:
+                    self._values[meta] = value
 
 
 def explore(run: Callable[[UpperBounds], T], routes: int = MAX_ROUTES) -> T:
