@@ -315,7 +315,11 @@ def _trace_copies(
             wrapper = _TensorOutputs(copy_, args, kwargs)
             for method, tracer in TRACERS:
 
-                def run(bounds: UpperBounds | None, tracer: Callable[..., Any] = tracer) -> Any:
+                def run(
+                    bounds: UpperBounds | None,
+                    tracer: Callable[..., Any] = tracer,
+                    wrapper: _TensorOutputs = wrapper,
+                ) -> Any:
                     wrapper.bounds = bounds
                     with list_index_as_slice(), module_casts_kept():
                         return tracer(wrapper, wrapper.inputs(), {})
@@ -323,7 +327,9 @@ def _trace_copies(
                 try:
                     graph, params = explore(run) if bounded else run(None)
                 except Exception as err:
-                    where = "".join((" (collapsed)" if collapsed else "", " (upper bounds)" if bounded else ""))
+                    where = "".join(
+                        (" (collapsed)" if collapsed else "", " (upper bounds)" if bounded else "")
+                    )
                     errors.append(f"{method}{where}: {type(err).__name__}: {str(err)[:300]}")
                     continue
                 alias = canonical_names(copy_)

@@ -80,7 +80,7 @@ def _masked_select(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _unique(
     x: torch.Tensor,
-    sorted: bool = True,  # noqa: A002 (torch.unique's own argument name)
+    sorted: bool = True,
     return_inverse: bool = False,
     return_counts: bool = False,
     dim: int | None = None,
@@ -246,8 +246,9 @@ class UpperBounds(TorchFunctionMode):
     def bound(self, x: torch.Tensor) -> int | None:
         """The largest value an integer or boolean tensor can hold, if known."""
         if x in self._values:
-            values = self._values[x]
-            return int(values.max()) if values.numel() else 0
+            with _outside_tracing():
+                values = self._values[x]
+                return int(values.max()) if values.numel() else 0
         if x.dtype == torch.bool:
             return 1
         return self._bounds.get(x)
@@ -259,7 +260,8 @@ class UpperBounds(TorchFunctionMode):
         if x.numel() != 1:
             raise UnboundedValue(f"a data-dependent value of a meta tensor of shape {tuple(x.shape)}")
         if x in self._values:  # an index this mode made: its value is known
-            return self._values[x].item()
+            with _outside_tracing():
+                return self._values[x].item()
         if x.dtype == torch.bool:
             return self.decide()
         bound = self.bound(x)
@@ -270,6 +272,9 @@ class UpperBounds(TorchFunctionMode):
         return bound
 
     def _tolist(self, x: torch.Tensor) -> Any:
+        if x in self._values:
+            with _outside_tracing():
+                return self._values[x].tolist()
         if x.dim() == 0:
             return self._scalar(x)
         return [self._tolist(row) for row in x.unbind(0)]
@@ -283,7 +288,9 @@ class UpperBounds(TorchFunctionMode):
         if indices is None:
             x[index] = value
         else:
-            torch.ops.aten.index_put_.default(x, indices, torch.as_tensor(value, dtype=x.dtype, device=x.device))
+            torch.ops.aten.index_put_.default(
+                x, indices, torch.as_tensor(value, dtype=x.dtype, device=x.device)
+            )
 
     def _record(self, func: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
         if not (_is_meta(out) and not out.is_floating_point() and args and isinstance(args[0], torch.Tensor)):
@@ -315,9 +322,7 @@ class UpperBounds(TorchFunctionMode):
             self._follow_values(func, handler if func in _MAKES_INDICES else func, args, kwargs, out)
         return out
 
-    def _follow_values(
-        self, func: Callable[..., Any], run: Any, args: tuple, kwargs: dict, out: Any
-    ) -> None:
+    def _follow_values(self, func: Callable[..., Any], run: Any, args: tuple, kwargs: dict, out: Any) -> None:
         """Record the exact values of an index tensor made here, or of a piece of one."""
         inputs = [a for a in pytree.tree_leaves((args, kwargs)) if _is_meta(a)]
         if func in _MAKES_INDICES:
@@ -356,4 +361,3 @@ def explore(run: Callable[[UpperBounds], T], routes: int = MAX_ROUTES) -> T:
                 raise
             script = [*taken[:last], False]
     raise AssertionError("unreachable")
-

@@ -123,9 +123,9 @@ def _split_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[
         return None
     for i, n in enumerate(in_shape):
         outer, inner = out_shape[i], out_shape[i + 1]
-        if outer > 1 and inner > 1 and outer * inner == n:
-            if out_shape[:i] == in_shape[:i] and out_shape[i + 2 :] == in_shape[i + 1 :]:
-                return i, inner
+        kept = out_shape[:i] == in_shape[:i] and out_shape[i + 2 :] == in_shape[i + 1 :]
+        if kept and outer > 1 and inner > 1 and outer * inner == n:
+            return i, inner
     return None
 
 
@@ -238,19 +238,24 @@ def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[Axis], shape: tupl
     if other is not None and _from_batched_projection(other):
         return Use("shift")  # a per-expert bias (n_experts, out)
     first = live[0][1]
-    return Use("table", first) if isinstance(first, int) else Use("unknown")  # a position table: rows along its first non-feature axis
+    return (
+        Use("table", first) if isinstance(first, int) else Use("unknown")
+    )  # a position table: rows along its first non-feature axis
 
 
-def _consumer_use(
-    node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shape: tuple[int, ...]
-) -> Use:
+def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
     name = op_name(user)
     if name in EMBEDDING_OPS:
         return Use("embedding", _whole(axes[0])) if pos == 0 else Use("unknown")
     if name == "linear":
         if pos == 1:
             return Use(
-                "project", _whole(axes[0]), tuple(a for a in axes[1:-1] if a is not None), user, -1, args_of(user)[0]
+                "project",
+                _whole(axes[0]),
+                tuple(a for a in axes[1:-1] if a is not None),
+                user,
+                -1,
+                args_of(user)[0],
             )
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
@@ -262,7 +267,12 @@ def _consumer_use(
     if "grouped_mm" in name:
         if pos == 1:
             return Use(
-                "project", _whole(axes[-1]), tuple(a for a in axes[:1] if a is not None), user, -1, args_of(user)[0]
+                "project",
+                _whole(axes[-1]),
+                tuple(a for a in axes[:1] if a is not None),
+                user,
+                -1,
+                args_of(user)[0],
             )
         return Use("unknown")
     if name in CONV_OPS:
