@@ -199,7 +199,9 @@ def list_index_as_slice() -> Iterator[None]:
 # ---- module casts in the forward -------------------------------------------------------------
 def _to_in_place(to: Callable[..., Any]) -> Callable[..., Any]:
     def to_(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        _device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        like = kwargs.get("tensor", next((a for a in args if isinstance(a, torch.Tensor)), None))
+        dtype = like.dtype if like is not None else kwargs.get("dtype")
+        dtype = dtype or next((a for a in args if isinstance(a, torch.dtype)), None)
         tensors = [*self.parameters(), *self.buffers()]
         if dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point()):
             return self  # the device stays meta: a trace never moves the copy
@@ -319,7 +321,7 @@ def _trace_copies(
                     bounds: UpperBounds | None,
                     tracer: Callable[..., Any] = tracer,
                     wrapper: _TensorOutputs = wrapper,
-                ) -> Any:
+                ) -> tuple[fx.Graph, dict[fx.Node, str]]:
                     wrapper.bounds = bounds
                     with list_index_as_slice(), module_casts_kept():
                         return tracer(wrapper, wrapper.inputs(), {})

@@ -226,7 +226,9 @@ class UpperBounds(TorchFunctionMode):
 
     def __enter__(self) -> UpperBounds:
         self.decisions = []  # a tracer may run the forward more than once: each run replays the script
-        self._settings.enter_context(fx_config.patch(meta_nonzero_assume_all_nonzero=True))
+        # ``patch`` is added to the config module when torch installs it
+        setting = fx_config.patch(meta_nonzero_assume_all_nonzero=True)  # pyright: ignore[reportAttributeAccessIssue]
+        self._settings.enter_context(setting)
         return super().__enter__()
 
     def __exit__(self, *exc: Any) -> None:

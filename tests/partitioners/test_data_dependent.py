@@ -390,7 +390,10 @@ def test_every_parameter_of_a_traced_moe_is_a_graph_input():
     """The graph the mode gives reads every expert: the loop ran for all of them."""
     from partitioners.trace import trace
 
+    getitem, module_to = torch.Tensor.__getitem__, nn.Module.to
     traced = trace(LoopMoE(), (torch.randn(2, T, D),), collapse_repeats=False)
+    assert torch.Tensor.__getitem__ is getitem and nn.Module.to is module_to  # restored after the trace
+    assert torch._C._len_torch_function_stack() == 0 and not fx_config.meta_nonzero_assume_all_nonzero
     assert traced.bounded and traced.method == "export"
     used = {name for node, name in traced.params.items() if node.users}
     assert used == {n for n, _ in LoopMoE().named_parameters()}
