@@ -18,7 +18,7 @@ from torch import fx, nn
 from torch.fx.experimental import _config as fx_config
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from partitioners import PartitionPlan, PartitionWarning, auto_partition
+from partitioners import BlockLayout, PartitionPlan, PartitionWarning, auto_partition
 from partitioners.ops import shape_of
 from partitioners.upper_bounds import UnboundedValue, UpperBounds, explore
 from partitioners.uses import Outer, Use, parameter_uses
@@ -376,6 +376,36 @@ def test_code_that_still_cannot_be_traced_falls_back_with_a_warning():
     assert plan["emb.weight"].decided_by == "export (emb)"  # reached before the branch: read alone
 
 
+class MaskedThenFloatBranch(nn.Module):
+    """A boolean mask index before a block, then a branch on a float: the whole model can't be
+    traced, and the meta run must get past the mask to reach ``block``."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.block = nn.Linear(D, D)
+        self.head = nn.Linear(D, V, bias=False)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        h = self.block(h[h.norm(dim=-1) > 1.0])
+        if float(h.std()) > 1.0:
+            h = h / h.std()
+        return self.head(h)
+
+
+def test_the_meta_run_goes_past_data_dependent_code_to_the_modules_after_it():
+    plan, text = partition(MaskedThenFloatBranch(), torch.randint(0, V, (2, T)))
+    assert (
+        plan["block.weight"].decided_by == "export (block)" and plan["block.weight"].layout == rows_layout()
+    )
+    assert named_in(text, ["emb.weight", "block.weight", "block.bias", "head.weight"]) == ["head.weight"]
+
+
+def rows_layout() -> BlockLayout:
+    return BlockLayout.rows(0)
+
+
 def test_a_model_on_meta_is_partitioned_without_real_memory():
     """Parameters that live on ``meta`` have no data to read: the plan is the same as on CPU."""
     with torch.device("meta"):
@@ -398,3 +428,25 @@ def test_every_parameter_of_a_traced_moe_is_a_graph_input():
     used = {name for node, name in traced.params.items() if node.users}
     assert used == {n for n, _ in LoopMoE().named_parameters()}
     assert isinstance(traced.graph, fx.Graph)
+
+
+# ---- a module cast in the forward (not data-dependent, but it failed the same MoE routers) -----
+class CastRouter(nn.Module):
+    """Switch Transformers' router: ``self.classifier = self.classifier.to(self.dtype)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(D, E, bias=False)
+
+    def forward(self, x):
+        self.classifier = self.classifier.to(x.dtype)
+        return self.classifier(x).softmax(-1)
+
+
+def test_a_module_cast_to_its_own_dtype_in_the_forward_is_traced():
+    plan, text = partition(CastRouter(), torch.randn(T, D))
+    assert (plan["classifier.weight"].layout, plan["classifier.weight"].decided_by) == (
+        rows_layout(),
+        "export",
+    )
+    assert not text
