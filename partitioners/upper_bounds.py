@@ -17,10 +17,12 @@ meta tensors are answered with the largest structure they could have:
   (the route that does the work), and :func:`explore` runs the forward again with the last
   ``True`` turned ``False`` when a route raises (``if x.isnan().any(): raise``).
 
-The parameters a forward uses on these routes are a superset of those any real input uses, with
-the same ops, so the roles read from the graph hold for every input. Nothing is global: the
-mode and the ``meta_nonzero_assume_all_nonzero`` setting of ``torch.fx.experimental._config``
-(for a ``nonzero`` called from inside another op) last as long as the ``with`` block.
+At the upper bound every expert gets tokens and every masked element is kept, so a loop over the
+experts hit uses every expert's weights, with the ops a real input would use. A boolean decision
+takes one route only: a parameter used only on the other route is not in the graph, and
+``auto_partition`` names it in its warning. Nothing is global: the mode and the
+``meta_nonzero_assume_all_nonzero`` setting of ``torch.fx.experimental._config`` (for a
+``nonzero`` called from inside another op) last as long as the ``with`` block.
 """
 
 from __future__ import annotations
@@ -96,19 +98,19 @@ def _unique(
     return (values, *extra) if extra else values
 
 
+def _expanded(index: Any) -> tuple[Any, ...]:
+    """A boolean meta mask as the indices of all its elements (one tensor per mask axis)."""
+    if _is_meta(index) and index.dtype in (torch.bool, torch.uint8):
+        return _all_indices(index)
+    return (index,)
+
+
 def _mask_free(index: Any) -> Any:
     """An index with every boolean meta mask replaced by the indices of all its elements."""
     if isinstance(index, tuple):
         return tuple(part for i in index for part in _expanded(i))
-    if _is_meta(index) and index.dtype in (torch.bool, torch.uint8):
-        return _all_indices(index)
-    return index
-
-
-def _expanded(index: Any) -> tuple[Any, ...]:
-    if _is_meta(index) and index.dtype in (torch.bool, torch.uint8):
-        return _all_indices(index)
-    return (index,)
+    parts = _expanded(index)
+    return index if parts[0] is index else parts
 
 
 def _tensor_index(index: Any) -> list[torch.Tensor | None] | None:
@@ -176,14 +178,15 @@ _KEEPS_BOUND = {
     torch.Tensor.flatten,
     torch.Tensor.squeeze,
     torch.Tensor.unsqueeze,
-    torch.Tensor.__getitem__,
     torch.Tensor.select,
     torch.Tensor.clone,
     torch.Tensor.contiguous,
     torch.Tensor.detach,
 }
 # ops whose integer result is at most their input's bound times the count of elements summed
-_SUMS = {torch.Tensor.sum, torch.sum, torch.Tensor.count_nonzero, torch.count_nonzero}
+_SUMS = {torch.Tensor.sum, torch.sum}
+# ops that count elements: at most the count of elements counted
+_COUNTS = {torch.Tensor.count_nonzero, torch.count_nonzero}
 
 
 class UpperBounds(TorchFunctionMode):
@@ -294,15 +297,20 @@ class UpperBounds(TorchFunctionMode):
                 x, indices, torch.as_tensor(value, dtype=x.dtype, device=x.device)
             )
 
-    def _record(self, func: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
+    def _record(self, func: Callable[..., Any], args: tuple, out: Any) -> None:
+        """Record the upper bound of an integer result from its input's."""
         if not (_is_meta(out) and not out.is_floating_point() and args and isinstance(args[0], torch.Tensor)):
+            return
+        counted = max(1, args[0].numel() // max(1, out.numel()))  # elements reduced into one
+        if func in _COUNTS:
+            self._bounds[out] = counted
             return
         bound = self.bound(args[0])
         if bound is None:
             return
         if func in _SUMS:
-            self._bounds[out] = bound * max(1, args[0].numel() // max(1, out.numel()))
-        elif func in _KEEPS_BOUND:
+            self._bounds[out] = bound * counted
+        elif func in _KEEPS_BOUND or func is torch.Tensor.__getitem__:
             self._bounds[out] = bound
 
     def __torch_function__(
@@ -318,8 +326,7 @@ class UpperBounds(TorchFunctionMode):
         handled = out is not NotImplemented
         if not handled:
             out = func(*args, **kwargs)
-        if out is not None and (func in _SUMS or func in _KEEPS_BOUND):
-            self._record(func, args, kwargs, out[0] if isinstance(out, tuple) else out)
+        self._record(func, args, out[0] if isinstance(out, tuple) and out else out)
         if (func in _MAKES_INDICES and handled) or func in _MOVES_VALUES or func is torch.Tensor.__getitem__:
             self._follow_values(func, handler if func in _MAKES_INDICES else func, args, kwargs, out)
         return out
