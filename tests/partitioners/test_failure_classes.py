@@ -328,7 +328,7 @@ class DataDependentBlock(nn.Module):
         return x + self.moe(x)
 
 
-def test_data_dependent_routing_is_read_at_its_upper_bound():
+def test_data_dependent_routing_keeps_the_rest_of_the_graph():
     """``nonzero`` selects every token and the ``.item()`` count is at most all of them (not 0),
     so every expert runs in the trace and the whole block is read, without a warning."""
     plan, _ = read(DataDependentBlock())
