@@ -19,6 +19,7 @@ from torch.fx.experimental import _config as fx_config
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from partitioners import BlockLayout, PartitionPlan, PartitionWarning, auto_partition
+from partitioners import trace as trace_module
 from partitioners.ops import shape_of
 from partitioners.upper_bounds import UnboundedValue, UpperBounds, explore
 from partitioners.uses import Outer, Use, parameter_uses
@@ -192,12 +193,20 @@ def partition(model: nn.Module, *inputs: torch.Tensor) -> tuple[PartitionPlan, s
     return plan, text
 
 
-def check(plan: PartitionPlan, expect: dict[str, Blocks]) -> None:
+@pytest.fixture(params=["export", "fx"])
+def tracer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each whole-model test runs with one tracer only (fx is the fallback when export refuses)."""
+    kept = tuple(t for t in trace_module.TRACERS if t[0] == request.param)
+    monkeypatch.setattr(trace_module, "TRACERS", kept)
+    return request.param
+
+
+def check(plan: PartitionPlan, expect: dict[str, Blocks], tracer: str) -> None:
     assert sorted(plan) == sorted(expect)
     for name, blocks in expect.items():
         want = blocks(plan[name].shape)
         assert same_partition(plan_blocks(plan[name]), want), f"{name}: {plan[name]}"
-        assert plan[name].decided_by == "export (upper bounds)", f"{name}: {plan[name].decided_by}"
+        assert plan[name].decided_by == f"{tracer} (upper bounds)", f"{name}: {plan[name].decided_by}"
 
 
 def named_in(text: str, names: list[str]) -> list[str]:
@@ -227,13 +236,14 @@ class LoopMoE(nn.Module):
         return out.view(b, t, d)
 
 
-def test_moe_loop_over_nonzero_experts_in_a_module_list():
+def test_moe_loop_over_nonzero_experts_in_a_module_list(tracer: str):
     plan, text = partition(LoopMoE(), torch.randn(2, T, D))
     check(
         plan,
         {"router.weight": rows()}
         | {f"experts.{i}.{j}.weight": rows() for i in range(E) for j in (0, 2)}
         | {f"experts.{i}.{j}.bias": element() for i in range(E) for j in (0, 2)},
+        tracer,
     )
     assert not text
 
@@ -260,7 +270,7 @@ class TensorExpertsMoE(nn.Module):
         return out
 
 
-def test_moe_loop_with_3d_and_flat_expert_weights():
+def test_moe_loop_with_3d_and_flat_expert_weights(tracer: str):
     plan, text = partition(TensorExpertsMoE(), torch.randn(T, D))
     check(
         plan,
@@ -269,6 +279,7 @@ def test_moe_loop_with_3d_and_flat_expert_weights():
             "up": experts(axis=1),  # one block per (expert, ffn neuron)
             "down": viewed((E, FF, D), experts(axis=2)),  # one block per (expert, model neuron)
         },
+        tracer,
     )
     assert not text
 
@@ -292,9 +303,9 @@ class PadBranch(nn.Module):
         return self.head(h)
 
 
-def test_a_branch_on_mask_any_takes_the_route_that_runs():
+def test_a_branch_on_mask_any_takes_the_route_that_runs(tracer: str):
     plan, text = partition(PadBranch(), torch.randint(0, V, (2, T)))
-    check(plan, {"emb.weight": rows(), "pad_proj.weight": rows(), "head.weight": rows()})
+    check(plan, {"emb.weight": rows(), "pad_proj.weight": rows(), "head.weight": rows()}, tracer)
     assert not text
 
 
@@ -316,9 +327,9 @@ class TrimmedPositions(nn.Module):
         return self.head(h)
 
 
-def test_an_item_used_as_a_length_takes_its_upper_bound():
+def test_an_item_used_as_a_length_takes_its_upper_bound(tracer: str):
     plan, text = partition(TrimmedPositions(), torch.randint(0, V, (2, T)))
-    check(plan, {"emb.weight": rows(), "pos.weight": rows(), "head.weight": rows()})
+    check(plan, {"emb.weight": rows(), "pos.weight": rows(), "head.weight": rows()}, tracer)
     assert not text
 
 
@@ -338,7 +349,7 @@ class SelectedTokens(nn.Module):
         return self.proj(kept) if kept.shape[0] else h.new_zeros(0, 3)
 
 
-def test_masked_select_keeps_every_element():
+def test_masked_select_keeps_every_element(tracer: str):
     plan, text = partition(SelectedTokens(), torch.randint(0, V, (2, T)))
     check(
         plan,
@@ -349,6 +360,7 @@ def test_masked_select_keeps_every_element():
             "proj.weight": rows(),
             "proj.bias": element(),
         },
+        tracer,
     )
     assert not text
 
