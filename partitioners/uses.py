@@ -310,7 +310,11 @@ def _picked(user: fx.Node, axes: list[Axis], moved: list[Axis]) -> tuple[int | O
 
 
 def _placed(use: Use, windows: dict[int, tuple[int, int]], picked: tuple[int | Outer, ...]) -> Use:
-    """``use`` with the rows its slice holds and the expert axes picked on the way to it."""
+    """``use`` with the rows its slice holds and the expert axes picked on the way to it. A
+    split axis the op itself batches over (a weight viewed per head, no expert picked) is no
+    expert axis: that use stays unexplained, as before the split was read."""
+    if any(isinstance(b, Outer) for b in use.batch_axes):
+        return Use("unknown")
     if use.kind == "project" and picked:
         use = Use(**{**use.__dict__, "batch_axes": use.batch_axes + picked})
     if use.axis is not None and use.axis in windows:

@@ -160,6 +160,12 @@ def test_a_flat_expert_weight_viewed_per_expert_has_an_outer_expert_axis():
     assert (up.axis, up.batch_axes) == (0, (Outer(0, FF),))
 
 
+def test_a_weight_viewed_per_head_without_a_pick_stays_unexplained():
+    # W (8, 8) viewed (2 heads, 4, 8) and batched over the heads by matmul: not experts
+    (use,) = uses_of(lambda w, x: x @ w.view(2, 4, 8).transpose(1, 2), (8, 8), (2, 5, 8))
+    assert use.kind == "unknown"
+
+
 def test_a_constant_select_is_no_expert_pick():
     (use,) = uses_of(lambda w, x: F.linear(x, w[1]), (E, FF, D), (3, D))
     assert (use.axis, use.batch_axes) == (1, ())  # a stacked weight's slice: as before
