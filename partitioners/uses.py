@@ -237,10 +237,8 @@ def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[Axis], shape: tupl
     other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
     if other is not None and _from_batched_projection(other):
         return Use("shift")  # a per-expert bias (n_experts, out)
-    first = live[0][1]
-    return (
-        Use("table", first) if isinstance(first, int) else Use("unknown")
-    )  # a position table: rows along its first non-feature axis
+    first = live[0][1]  # a position table: rows along its first non-feature axis
+    return Use("table", first) if isinstance(first, int) else Use("unknown")
 
 
 def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
