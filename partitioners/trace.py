@@ -5,7 +5,9 @@ shape and dtype (the user's tensors are never read or moved), example inputs are
 tensors, and the copy is traced with ``torch.export.export(strict=False)``; if export refuses the
 model, with ``make_fx`` from ``torch.fx`` (pre-dispatch, so ``aten.linear`` and
 ``scaled_dot_product_attention`` stay whole). Both give an ATen graph whose parameter placeholders
-are labelled with parameter names; :mod:`partitioners.graph_roles` reads roles from it.
+are labelled with parameter names; :mod:`partitioners.graph_roles` reads roles from it. If both
+refuse, they try again with the forward's data-dependent code (an expert loop over ``nonzero``, a
+branch on ``mask.any()``) taken at its upper bound (:mod:`partitioners.upper_bounds`).
 """
 
 from __future__ import annotations

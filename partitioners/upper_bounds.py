@@ -17,6 +17,12 @@ meta tensors are answered with the largest structure they could have:
   (the route that does the work), and :func:`explore` runs the forward again with the last
   ``True`` turned ``False`` when a route raises (``if x.isnan().any(): raise``).
 
+A torch-function mode acts on the Python calls, before any tracer sees them, so export (whose
+fake tensors would turn ``nonzero`` into an unbacked size and then refuse to guard on it) and
+``make_fx`` (whose meta ``nonzero`` is unimplemented) both record plain ``arange`` indices; a
+``torch.library`` kernel for the ``Meta`` key would reach neither export's fake tensors nor the
+Python-level booleans, and would replace a kernel for every thread while it is registered.
+
 At the upper bound every expert gets tokens and every masked element is kept, so a loop over the
 experts hit uses every expert's weights, with the ops a real input would use. A boolean decision
 takes one route only: a parameter used only on the other route is not in the graph, and
