@@ -56,6 +56,9 @@ def test_nonzero_where_and_argwhere_select_every_element():
         assert mask.nonzero(as_tuple=True)[1].shape == (6,)
         assert meta(4, 2)[mask.flatten()[:4]].shape == (4, 2)  # a boolean mask index keeps every row
         assert torch.masked_select(meta(2, 3), mask).shape == (6,)
+        # a mask index below the Python calls (an aten op called directly): torch's own meta
+        # nonzero, allowed to assume every element nonzero while the mode is on
+        assert torch.ops.aten.index.Tensor(meta(2, 3, 4), [mask]).shape == (6, 4)
         values, inverse, counts = torch.unique(meta(5), return_inverse=True, return_counts=True)
         assert (values.shape, inverse.shape, counts.shape) == ((5,), (5,), (5,))
 
