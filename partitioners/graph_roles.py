@@ -31,7 +31,7 @@ from .attention import AttentionSite, attention_sites
 from .layout import BlockLayout, Segment
 from .plan import CONV_LAYOUT, Decision
 from .row_flow import RowTargets, attention_fed, trace_rows
-from .uses import Use, parameter_uses
+from .uses import Outer, Use, parameter_uses
 
 
 # ---- projections: attention heads, output head ------------------------------------------------
@@ -149,7 +149,8 @@ def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> 
     if axis is None:
         return None
     if batch:
-        return Decision("expert", BlockLayout.rows(axis, batch_axes=batch))
+        layout = _expert_layout(axis, batch)
+        return None if layout is None else Decision("expert", layout)
     by_rows: dict[tuple[int, int], set[Decision]] = defaultdict(set)
     for use in uses:
         start, stop = use.rows or (0, shape[axis])
@@ -168,6 +169,24 @@ def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> 
         pieces += _as_segments(next(iter(found)), stop - start)
         row = stop
     return _segments_layout(pieces, axis) if row == shape[axis] else None
+
+
+def _expert_layout(axis: int, batch: tuple[int | Outer, ...]) -> BlockLayout | None:
+    """One block per (expert, output neuron). Experts stored flat (:class:`~.uses.Outer`) group
+    their ``inner`` rows of the split axis per expert; when the outputs are those rows, each row
+    is already one (expert, neuron)."""
+    plain = tuple(b for b in batch if isinstance(b, int))
+    flat = {b for b in batch if isinstance(b, Outer)}
+    if len(flat) > 1 or len(set(plain)) != len(plain) or axis in plain:
+        return None
+    if not flat:
+        return BlockLayout.rows(axis, batch_axes=plain)
+    outer = flat.pop()
+    if outer.axis == axis:
+        return BlockLayout.rows(axis, batch_axes=plain)
+    if outer.axis in plain:
+        return None
+    return BlockLayout.rows(outer.axis, group=outer.inner, batch_axes=(axis, *plain))
 
 
 def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:

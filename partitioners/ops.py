@@ -101,8 +101,25 @@ IDENTITY_OPS = frozenset(
     }
 )
 #: elementwise: labels broadcast from the labelled operands; two labelled operands pair rows
+#: (``clamp``: DBRX's and OLMo's ``clip_qkv`` on the fused q|k|v output)
 ELEMENTWISE_OPS = frozenset(
-    {"add", "sub", "mul", "div", "neg", "add_", "mul_", "div_", "sub_", "rsub", "addcmul"}
+    {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "neg",
+        "add_",
+        "mul_",
+        "div_",
+        "sub_",
+        "rsub",
+        "addcmul",
+        "clamp",
+        "clamp_",
+        "clamp_min",
+        "clamp_max",
+    }
 )
 #: complex views: a complex element pairs two real rows
 COMPLEX_OPS = frozenset({"view_as_complex", "view_as_real", "polar", "complex"})

@@ -1,11 +1,11 @@
 """The graph pass of ``auto_partition``, contained: no failure escapes, and one failing submodule
 costs only its own parameters.
 
-The whole model is traced first (:func:`~partitioners.trace.trace`). If that fails (a
-data-dependent branch, an ``.item()``, a forward that raises), a meta copy of the model is run
-eagerly with a forward pre-hook on every submodule, which records the inputs that reached it.
-Each child that was reached is then traced on its own with those inputs; a child that fails again
-is split into its children, and so on. What still can't be read is left to the fallbacks, and
+The whole model is traced first (:func:`~partitioners.trace.trace`, which follows data-dependent
+code at its upper bound when it must). If that fails (a value with no upper bound, a forward that
+raises), a meta copy of the model is run eagerly with a forward pre-hook on every submodule,
+which records the inputs that reached it. Each child that was reached is then traced on its own
+with those inputs; a child that fails again is split into its children, and so on. What still can't be read is left to the fallbacks, and
 every module that failed is reported with its reason.
 """
 
@@ -20,6 +20,7 @@ from torch import nn
 from .graph_roles import graph_decisions
 from .plan import Decision
 from .trace import TraceError, meta_copy, meta_inputs, trace
+from .upper_bounds import UpperBounds
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _read(module: nn.Module, prefix: str, args: tuple, kwargs: dict, collapse: b
     """Trace ``module`` alone and record its parameters' decisions (raises if it can't)."""
     traced = trace(module, args, kwargs, collapse)
     reading = graph_decisions(traced.graph, traced.params, traced.shapes, whole_model=not prefix)
-    method = traced.method if not prefix else f"{traced.method} ({prefix.rstrip('.')})"
+    method = traced.decided_by if not prefix else f"{traced.decided_by} ({prefix.rstrip('.')})"
     for name, _ in module.named_parameters():
         key = traced.rename(name)
         if key in reading.decisions:
@@ -75,7 +76,9 @@ class _Stand_in:
 def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tuple[tuple, dict]]:
     """The inputs that reached each submodule in a meta run of ``model``.
 
-    Inputs given as shapes are token ids or floats: the run that reached more modules is kept.
+    The run takes data-dependent code at its upper bound (:class:`~.upper_bounds.UpperBounds`),
+    so that it goes on past a boolean mask or an expert loop to the modules after it. Inputs
+    given as shapes are token ids or floats: the run that reached more modules is kept.
     """
     copy_ = meta_copy(model).eval()
     runs: list[dict[str, tuple[tuple, dict]]] = []
@@ -94,7 +97,7 @@ def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tup
     for input_dtype in (torch.long, dtype):
         runs.append({})
         try:
-            with torch.no_grad():
+            with torch.no_grad(), UpperBounds():
                 copy_(*meta_inputs(args, input_dtype), **meta_inputs(kwargs, input_dtype))
         except Exception:  # the forward failed outside every submodule: keep what was recorded
             continue

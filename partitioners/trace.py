@@ -5,7 +5,9 @@ shape and dtype (the user's tensors are never read or moved), example inputs are
 tensors, and the copy is traced with ``torch.export.export(strict=False)``; if export refuses the
 model, with ``make_fx`` from ``torch.fx`` (pre-dispatch, so ``aten.linear`` and
 ``scaled_dot_product_attention`` stay whole). Both give an ATen graph whose parameter placeholders
-are labelled with parameter names; :mod:`partitioners.graph_roles` reads roles from it.
+are labelled with parameter names; :mod:`partitioners.graph_roles` reads roles from it. If both
+refuse, they try again with the forward's data-dependent code (an expert loop over ``nonzero``, a
+branch on ``mask.any()``) taken at its upper bound (:mod:`partitioners.upper_bounds`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch.utils import _pytree as pytree
 from .ops import CONSTANT
 from .param_names import canonical_names
 from .repeats import collapse_repeated_blocks
+from .upper_bounds import UpperBounds, explore
 
 
 class TraceError(RuntimeError):
@@ -44,6 +47,13 @@ class TracedGraph:
     shapes: dict[str, tuple[int, ...]]
     #: maps a parameter name of the user's model to its name in the traced (collapsed) copy
     rename: Callable[[str], str]
+    #: the forward's data-dependent code was traced at its upper bound (:mod:`.upper_bounds`)
+    bounded: bool = False
+
+    @property
+    def decided_by(self) -> str:
+        """``method``, with ``upper bounds`` added when the data-dependent code was bounded."""
+        return f"{self.method} (upper bounds)" if self.bounded else self.method
 
 
 # ---- meta copies and meta inputs --------------------------------------------------------------
@@ -124,7 +134,8 @@ class _TensorOutputs(nn.Module):
     """Runs the model and returns the tensors of its output as a flat tuple (export needs that).
 
     Inputs that export can't take (a cache object handed to one layer) are bound here as
-    constants; :meth:`inputs` gives the rest, flat, as the traced forward's arguments.
+    constants; :meth:`inputs` gives the rest, flat, as the traced forward's arguments. With
+    :attr:`bounds` set, the forward runs its data-dependent code at its upper bound.
     """
 
     def __init__(self, model: nn.Module, args: tuple, kwargs: dict):
@@ -133,6 +144,8 @@ class _TensorOutputs(nn.Module):
         leaves, self._spec = pytree.tree_flatten((args, kwargs))
         self._leaves = leaves
         self._free = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _PLAIN)]
+        #: entered around the model's forward, inside the tracer (so that it sees calls first)
+        self.bounds: UpperBounds | None = None
 
     def inputs(self) -> tuple[Any, ...]:
         return tuple(self._leaves[i] for i in self._free)
@@ -142,7 +155,8 @@ class _TensorOutputs(nn.Module):
         for i, value in zip(self._free, free):
             leaves[i] = value
         args, kwargs = pytree.tree_unflatten(leaves, self._spec)
-        return tuple(tensor_leaves(self.model(*args, **kwargs)))
+        with self.bounds if self.bounds is not None else contextlib.nullcontext():
+            return tuple(tensor_leaves(self.model(*args, **kwargs)))
 
 
 # ---- list indices as slices ---------------------------------------------------------------------
@@ -182,6 +196,37 @@ def list_index_as_slice() -> Iterator[None]:
         yield
     finally:
         torch.Tensor.__getitem__ = original  # type: ignore[method-assign]
+
+
+# ---- module casts in the forward -------------------------------------------------------------
+def _to_in_place(to: Callable[..., Any]) -> Callable[..., Any]:
+    def to_(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        like = kwargs.get("tensor", next((a for a in args if isinstance(a, torch.Tensor)), None))
+        dtype = like.dtype if like is not None else kwargs.get("dtype")
+        dtype = dtype or next((a for a in args if isinstance(a, torch.dtype)), None)
+        tensors = [*self.parameters(), *self.buffers()]
+        if dtype is None or all(t.dtype == dtype for t in tensors if t.is_floating_point()):
+            return self  # the device stays meta: a trace never moves the copy
+        return to(self, *args, **kwargs)
+
+    return to_
+
+
+@contextlib.contextmanager
+def module_casts_kept() -> Iterator[None]:
+    """Traces ``self.proj = self.proj.to(self.dtype)`` in a forward (Switch Transformers' router)
+    as the no-op it is on the meta copy.
+
+    ``Module.to`` swaps every parameter for a converted one, which fails on the tracer's stand-ins
+    for the parameters (``_apply(): Couldn't swap``); a cast to the dtype the parameters already
+    have, or to another device (the copy stays on ``meta``), changes nothing, so it is skipped.
+    """
+    original = nn.Module.to
+    nn.Module.to = _to_in_place(original)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.to = original  # type: ignore[method-assign]
 
 
 # ---- the two tracers ---------------------------------------------------------------------------
@@ -240,9 +285,28 @@ def trace(
 
     With ``collapse_repeats``, runs of structurally identical blocks in a ``ModuleList`` or
     ``Sequential`` are traced once (see :mod:`partitioners.repeats`); if the collapsed copy
-    doesn't run, the full copy is traced. Raises :class:`TraceError` with every tracer's reason.
+    doesn't run, the full copy is traced. If no tracer captures the forward as it is, they try
+    again with its data-dependent code at its upper bound (:mod:`partitioners.upper_bounds`).
+    Raises :class:`TraceError` with every tracer's reason.
     """
-    errors = []
+    errors: list[str] = []
+    for bounded in (False, True):
+        found = _trace_copies(model, example_inputs, example_kwargs, collapse_repeats, bounded, errors)
+        if found is not None:
+            return found
+    raise TraceError("could not trace the model:\n  " + "\n  ".join(errors))
+
+
+def _trace_copies(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    example_kwargs: dict[str, Any] | None,
+    collapse_repeats: bool,
+    bounded: bool,
+    errors: list[str],
+) -> TracedGraph | None:
+    """The first graph a tracer gives of the collapsed, then the full copy; ``None`` (reasons
+    added to ``errors``) if none does."""
     attempts = (True, False) if collapse_repeats else (False,)
     for collapse in attempts:
         copy_ = meta_copy(model).eval()
@@ -254,20 +318,30 @@ def trace(
             kwargs = meta_inputs(dict(example_kwargs or {}), dtype)
             wrapper = _TensorOutputs(copy_, args, kwargs)
             for method, tracer in TRACERS:
+
+                def run(
+                    bounds: UpperBounds | None,
+                    tracer: Callable[..., Any] = tracer,
+                    wrapper: _TensorOutputs = wrapper,
+                ) -> tuple[fx.Graph, dict[fx.Node, str]]:
+                    wrapper.bounds = bounds
+                    with list_index_as_slice(), module_casts_kept():
+                        return tracer(wrapper, wrapper.inputs(), {})
+
                 try:
-                    with list_index_as_slice():
-                        graph, params = tracer(wrapper, wrapper.inputs(), {})
+                    graph, params = explore(run) if bounded else run(None)
                 except Exception as err:
-                    errors.append(
-                        f"{method}{' (collapsed)' if collapsed else ''}: {type(err).__name__}: {str(err)[:300]}"
+                    where = "".join(
+                        (" (collapsed)" if collapsed else "", " (upper bounds)" if bounded else "")
                     )
+                    errors.append(f"{method}{where}: {type(err).__name__}: {str(err)[:300]}")
                     continue
                 alias = canonical_names(copy_)
                 shapes = {n: tuple(p.shape) for n, p in copy_.named_parameters()}
                 params = {node: alias.get(name, name) for node, name in params.items()}
-                return TracedGraph(graph, params, method, shapes, rename)
+                return TracedGraph(graph, params, method, shapes, rename, bounded)
             if not _has_shapes((example_inputs, example_kwargs)):
                 break  # the input dtype only matters for inputs given as shapes
         if collapse and not collapsed:
             break  # nothing was collapsed: the full copy would fail the same way
-    raise TraceError("could not trace the model:\n  " + "\n  ".join(errors))
+    return None

@@ -37,6 +37,19 @@ _UNARY = frozenset(
 
 
 @dataclass(frozen=True)
+class Outer:
+    """The outer axis of parameter axis ``axis`` viewed as ``(n // inner, inner)``: the expert axis
+    of experts stored flat (DBRX's ``w1.view(E, FF, D)``), ``inner`` rows per expert."""
+
+    axis: int
+    inner: int
+
+
+#: which parameter axis an axis of a weight view is: a whole one, the outer part of one, or none
+Axis = int | Outer | None
+
+
+@dataclass(frozen=True)
 class Use:
     """How one op consumes a parameter.
 
@@ -44,11 +57,12 @@ class Use:
     projections and tables, ``axis`` is the parameter axis indexing the op's outputs,
     ``batch_axes`` the expert axes, ``node``/``out_dim`` the op output and its feature dimension,
     and ``rows`` the slice of the parameter along ``axis`` the op reads (``None``: all of it).
+    An expert axis picked by a routing index (``W[e]``) stays a batch axis.
     """
 
     kind: str
     axis: int | None = None
-    batch_axes: tuple[int, ...] = ()
+    batch_axes: tuple[int | Outer, ...] = ()
     node: fx.Node | None = None
     out_dim: int = -1
     input: fx.Node | None = None
@@ -56,7 +70,7 @@ class Use:
 
 
 # ---- following a weight to its consumers -----------------------------------------------------
-def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None:
+def _view_axes(node: fx.Node, axes: list[Axis]) -> list[Axis] | None:
     """Which parameter axis each axis of ``node`` (a view of a tensor with ``axes``) is."""
     name, args = op_name(node), args_of(node)
     nd = len(axes)
@@ -80,6 +94,12 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
         return list(axes)
     if name in ("index", "getitem") and len(out_shape) == nd - 1:  # W[e]: first axis gone
         return list(axes[1:])
+    split = _split_axis(in_shape, out_shape)
+    if split is not None:  # (E*FF, D) viewed (E, FF, D): experts stored flat
+        i, inner = split
+        a = axes[i]
+        parts: list[Axis] = [Outer(a, inner), a] if isinstance(a, int) else [None, None]
+        return [*axes[:i], *parts, *axes[i + 1 :]]
     if name in ("expand", "repeat"):  # new leading axes; a tiled axis is no longer one row
         new = len(out_shape) - nd
         return [None] * new + [a if out_shape[new + i] == in_shape[i] else None for i, a in enumerate(axes)]
@@ -90,7 +110,26 @@ def _view_axes(node: fx.Node, axes: list[int | None]) -> list[int | None] | None
     return None
 
 
-def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int, int]]):
+def _whole(axis: Axis) -> int | None:
+    """The parameter axis a view axis is, if it is a whole one (outputs along an expert axis
+    are no projection this reader knows)."""
+    return axis if isinstance(axis, int) else None
+
+
+def _split_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """``(i, inner)`` if ``out_shape`` is ``in_shape`` with axis ``i`` split into two axes, the
+    inner one of ``inner``, both longer than 1."""
+    if len(out_shape) != len(in_shape) + 1:
+        return None
+    for i, n in enumerate(in_shape):
+        outer, inner = out_shape[i], out_shape[i + 1]
+        kept = out_shape[:i] == in_shape[:i] and out_shape[i + 2 :] == in_shape[i + 1 :]
+        if kept and outer > 1 and inner > 1 and outer * inner == n:
+            return i, inner
+    return None
+
+
+def _slices(node: fx.Node, axes: list[Axis], windows: dict[int, tuple[int, int]]):
     """For a slicing op on a weight view: (output node, axes, windows) of each piece, or ``None``."""
     name = op_name(node)
     args = cast(Sequence[Any], args_of(node))  # not a tuple: len() checks must not narrow its length
@@ -133,7 +172,7 @@ def _slices(node: fx.Node, axes: list[int | None], windows: dict[int, tuple[int,
     axis = axes[dim]
     for piece, start, stop, piece_axes in pieces:
         new = dict(windows)
-        if axis is not None:
+        if isinstance(axis, int):
             first = new.get(axis, (0, 0))[0]
             new[axis] = (first + start, first + stop)
         out.append((piece, piece_axes, new))
@@ -152,7 +191,7 @@ def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
     return len(out_shape) > ndim or indices[0].op == "placeholder"
 
 
-def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:
+def _einsum_use(node: fx.Node, index: int, axes: list[Axis]) -> Use:
     equation = args_of(node)[0].replace(" ", "")
     inputs, output = equation.split("->")
     subs = inputs.split(",")
@@ -161,10 +200,10 @@ def _einsum_use(node: fx.Node, index: int, axes: list[int | None]) -> Use:
     batch = tuple(a for a, c in zip(axes, mine) if c in output and c in others and a is not None)
     if len(outs) != 1 or "." in equation:
         return Use("unknown")
-    return Use("project", axes[mine.index(outs[0])], batch, node, output.index(outs[0]))
+    return Use("project", _whole(axes[mine.index(outs[0])]), batch, node, output.index(outs[0]))
 
 
-def _matmul_use(node: fx.Node, pos: int, axes: list[int | None], first: int) -> Use:
+def _matmul_use(node: fx.Node, pos: int, axes: list[Axis], first: int) -> Use:
     """``a @ b`` with the weight at ``pos`` (``first`` is the position of ``a``)."""
     other = args_of(node)[first + 1 - (pos - first)]
     if pos == first + 1:  # x @ W: outputs along W's last axis
@@ -172,7 +211,7 @@ def _matmul_use(node: fx.Node, pos: int, axes: list[int | None], first: int) -> 
     else:  # W @ x: outputs along W's rows
         axis, out_dim = axes[-2] if len(axes) >= 2 else None, -2
     batch = tuple(a for a in axes[:-2] if a is not None)
-    return Use("project", axis, batch, node, out_dim, other if isinstance(other, fx.Node) else None)
+    return Use("project", _whole(axis), batch, node, out_dim, other if isinstance(other, fx.Node) else None)
 
 
 def _from_batched_projection(node: fx.Node) -> bool:
@@ -187,9 +226,9 @@ def _from_batched_projection(node: fx.Node) -> bool:
     return False
 
 
-def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[int | None], shape: tuple[int, ...]) -> Use:
+def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[Axis], shape: tuple[int, ...]) -> Use:
     """A weight view multiplied with or added to an activation."""
-    live = [(i, a) for i, a in enumerate(axes) if a is not None and shape[a] > 1]
+    live = [(i, a) for i, a in enumerate(axes) if isinstance(a, Outer) or (a is not None and shape[a] > 1)]
     name = op_name(user).rstrip("_")
     if len(live) <= 1:  # broadcast over everything but one axis: a scale or a bias
         return Use("scale") if name in ("mul", "div") else Use("shift")
@@ -198,19 +237,23 @@ def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[int | None], shape
     other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
     if other is not None and _from_batched_projection(other):
         return Use("shift")  # a per-expert bias (n_experts, out)
-    return Use("table", live[0][1])  # a position table: rows along its first non-feature axis
+    first = live[0][1]  # a position table: rows along its first non-feature axis
+    return Use("table", first) if isinstance(first, int) else Use("unknown")
 
 
-def _consumer_use(
-    node: fx.Node, user: fx.Node, pos: int, axes: list[int | None], shape: tuple[int, ...]
-) -> Use:
+def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
     name = op_name(user)
     if name in EMBEDDING_OPS:
-        return Use("embedding", axes[0]) if pos == 0 else Use("unknown")
+        return Use("embedding", _whole(axes[0])) if pos == 0 else Use("unknown")
     if name == "linear":
         if pos == 1:
             return Use(
-                "project", axes[0], tuple(a for a in axes[1:-1] if a is not None), user, -1, args_of(user)[0]
+                "project",
+                _whole(axes[0]),
+                tuple(a for a in axes[1:-1] if a is not None),
+                user,
+                -1,
+                args_of(user)[0],
             )
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
@@ -222,7 +265,12 @@ def _consumer_use(
     if "grouped_mm" in name:
         if pos == 1:
             return Use(
-                "project", axes[-1], tuple(a for a in axes[:1] if a is not None), user, -1, args_of(user)[0]
+                "project",
+                _whole(axes[-1]),
+                tuple(a for a in axes[:1] if a is not None),
+                user,
+                -1,
+                args_of(user)[0],
             )
         return Use("unknown")
     if name in CONV_OPS:
@@ -246,16 +294,38 @@ def _position(user: fx.Node, node: fx.Node) -> int:
     return -1
 
 
-#: a weight view: its node, the parameter axis of each of its axes, the rows each slice holds
-_Item = tuple[fx.Node, list[int | None], dict[int, tuple[int, int]]]
+#: a weight view: its node, the parameter axis of each of its axes, the rows each slice holds,
+#: the expert axes a routing index picked
+_Item = tuple[fx.Node, list[Axis], dict[int, tuple[int, int]], tuple[int | Outer, ...]]
+
+
+def _picked(user: fx.Node, axes: list[Axis], moved: list[Axis]) -> tuple[int | Outer, ...]:
+    """The expert axis ``W[e]`` drops: an ``index`` by a routing tensor that removes axis 0."""
+    first = axes[0] if axes else None
+    if op_name(user) == "index" and len(moved) == len(axes) - 1 and first is not None:
+        return (first,)
+    return ()
+
+
+def _placed(use: Use, windows: dict[int, tuple[int, int]], picked: tuple[int | Outer, ...]) -> Use:
+    """``use`` with the rows its slice holds and the expert axes picked on the way to it. A
+    split axis the op itself batches over (a weight viewed per head, no expert picked) is no
+    expert axis: that use stays unexplained, as before the split was read."""
+    if any(isinstance(b, Outer) for b in use.batch_axes):
+        return Use("unknown")
+    if use.kind == "project" and picked:
+        use = Use(**{**use.__dict__, "batch_axes": use.batch_axes + picked})
+    if use.axis is not None and use.axis in windows:
+        use = Use(**{**use.__dict__, "rows": windows[use.axis]})
+    return use
 
 
 def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
     """Every consumer of a parameter, seen through the views and slices taken of it."""
     uses: list[Use] = []
-    stack: list[_Item] = [(placeholder, list(range(len(shape))), {})]
+    stack: list[_Item] = [(placeholder, list(range(len(shape))), {}, ())]
     while stack:
-        node, axes, windows = stack.pop()
+        node, axes, windows, picked = stack.pop()
         for user in node.users:
             name = op_name(user)
             if name == "_assert_tensor_metadata":
@@ -267,26 +337,23 @@ def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
                 or name in ("contiguous", "clone")
                 or (name in SCALAR_ARITH | _UNARY and not others)
             ):
-                stack.append((user, axes, windows))
+                stack.append((user, axes, windows, picked))
             elif name in WEIGHT_SLICES and pos == 0:
                 pieces = _slices(user, axes, windows)
                 if pieces is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.extend(pieces)
+                    stack.extend((*piece, picked) for piece in pieces)
             elif name == "index" and pos == 0 and _looks_up_rows(user, len(axes)):
-                uses.append(Use("embedding", axes[0]))  # W[ids] with ids of any shape: a table
+                uses.append(Use("embedding", _whole(axes[0])))  # W[ids] with ids of any shape: a table
             elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)
                 if moved is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.append((user, moved, windows))
+                    stack.append((user, moved, windows, picked + _picked(user, axes, moved)))
             elif pos < 0:  # inside a list argument: cat (a token, sink logits), index
                 uses.append(Use("token" if name == "cat" else "unknown"))
             else:
-                use = _consumer_use(node, user, pos, axes, shape)
-                if use.axis is not None and use.axis in windows:
-                    use = Use(**{**use.__dict__, "rows": windows[use.axis]})
-                uses.append(use)
+                uses.append(_placed(_consumer_use(node, user, pos, axes, shape), windows, picked))
     return uses

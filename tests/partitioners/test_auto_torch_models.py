@@ -175,7 +175,7 @@ class DataDependent(nn.Module):
 
     def forward(self, x):
         h = self.emb(x)
-        if h.sum() > 0:  # data-dependent branch: neither tracer can follow it
+        if float(h.sum()) > 0:  # a float read from the data has no upper bound: no tracer follows it
             h = h * 2
         return self.lin(h) @ self.wq
 

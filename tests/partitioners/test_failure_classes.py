@@ -329,16 +329,18 @@ class DataDependentBlock(nn.Module):
 
 
 def test_data_dependent_routing_keeps_the_rest_of_the_graph():
-    plan, notes = read(DataDependentBlock(), quiet=False)
+    """``nonzero`` selects every token and the ``.item()`` count is at most all of them (not 0),
+    so every expert runs in the trace and the whole block is read, without a warning."""
+    plan, _ = read(DataDependentBlock())
     expected = {
         "attn.q.weight": heads(D),
         "attn.k.weight": heads(D),
         "attn.v.weight": rows(),
         "moe.router.weight": rows(),
+        **{f"moe.experts.{i}.weight": rows() for i in range(3)},
     }
     assert mismatches(plan, expected) == {}
-    assert plan["attn.q.weight"].decided_by.startswith("export")
-    assert len(notes) == 1 and "moe" in notes[0], notes
+    assert plan["moe.experts.2.weight"].decided_by == "export (upper bounds)"
 
 
 # ---- 5. uses that are not matmuls -----------------------------------------------------------------

@@ -512,7 +512,6 @@ CASES = [
             "*norm*.weight": whole(),
             "lm_head.weight": rows(),
         },
-        miss="export fails on the data-dependent expert loop (nonzero/where, Eq(u0, 0) guard): whole model falls back to structure/names; fused Wqkv and the flat w2 (E*FF, D) lost",
     ),
     Case(
         # Gemma 3: q/k RMSNorm per head, sliding and global layers with two rotary tables

@@ -464,7 +464,6 @@ CASES = [
             "*.wo.weight": rows(),
             "*.router.classifier.weight": rows(),
         },
-        miss="export fails in the MoE router (TypeError during export): the whole model falls back to structure/names, heads lost",
     ),
     Case(
         # DistilBERT: q_lin/k_lin/v_lin/out_lin, learned positions, no token types
@@ -573,6 +572,5 @@ CASES = [
             if k not in ("*.embed_positions.weight", "*.layernorm_embedding.weight")  # sinusoidal, none
         }
         | {"*.router.classifier.weight": rows()},
-        miss="trace fails (export: RuntimeError _apply(): Couldn't swap Linear.weight on the meta copy; fx: nonzero in the router): whole model falls back to structure, q/k heads lost",
     ),
 ]

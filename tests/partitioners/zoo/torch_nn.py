@@ -153,7 +153,6 @@ CASES = [
             {"tgt_mask": nn.Transformer.generate_square_subsequent_mask(T)},
         ),
         LAYER,
-        miss="export fails on nn.Transformer's causal-mask detection (data-dependent Eq(u0, 1)): whole-model structure fallback (right here) and a warning",
     ),
     Case(
         # need_weights=True (the default): not SDPA but baddbmm/bmm on (B*H, T, HD) + softmax
