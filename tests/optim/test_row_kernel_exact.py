@@ -157,14 +157,16 @@ def test_one_minus_power_by_hand():
     assert x.item() == pytest.approx(1.999999e-6, rel=1e-6)
 
 
-def test_fused_step_goes_on_to_the_next_dtype_group_and_takes_a_tensor_lr_as_is(row_step):
-    """The kernel serves every fp32 parameter; the fp64 group after it still takes the foreach
-    step. A tensor ``lr`` reaches the kernel as it is (no copy, so no copy-construct warning)."""
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_fused_step_goes_on_to_the_next_dtype_group_and_takes_a_tensor_lr_as_is(dtypes, row_step):
+    """The kernel serves every fp32 parameter; the fp64 group (before or after it: the groups'
+    order is torch's) still takes the foreach step. A tensor ``lr`` reaches the kernel as it is
+    (no copy, so no copy-construct warning)."""
     shape, block_of = (2, 3), [0, 0, 0, 1, 1, 1]
     p0, grads = values(6, 1), [values(6, 2), values(6, 3)]
-    params = [torch.tensor(p0, dtype=dtype).reshape(shape) for dtype in (torch.float32, torch.float64)]
+    params = [torch.tensor(p0, dtype=dtype).reshape(shape) for dtype in dtypes]
     exp_avgs = [torch.zeros_like(p) for p in params]
-    exp_avg_sqs = [torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.float64)]
+    exp_avg_sqs = [torch.zeros(2, 1, dtype=p.dtype) for p in params]
     steps = [torch.zeros(()), torch.zeros(())]
     reductions = [BlockReduction.build(BlockLayout.rows(0), shape, torch.device("cpu")) for _ in params]
     with warnings.catch_warnings():

@@ -39,8 +39,20 @@ def test_sums_across_rows_by_chunks_equal_the_sums_by_hand(layout, shape, keep, 
         assert got[index].item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_low_precision_gradients_are_summed_in_fp32(monkeypatch):
+    """bf16 rows across dim 0, one chunk or many: squared and summed after the cast to fp32."""
+    g = torch.tensor([[1.0, 3.0], [1 / 256, 2.0], [1 / 256, 1.0]], dtype=torch.bfloat16)
+    red = BlockReduction.build(BlockLayout.rows(1), (3, 2), g.device)
+    # column 0 by hand: 1 + 2**-16 + 2**-16 (in bf16 the two small squares would round away)
+    want = torch.tensor([[1 + 2 * 2**-16, 14.0]])
+    for chunk in (1 << 18, 2):
+        monkeypatch.setattr(blocks, "SQUARE_CHUNK_NUMEL", chunk)
+        got = red.row_square_sums(g)
+        assert got.dtype == torch.float32 and torch.equal(got, want), (chunk, got)
+
+
 def test_eager_step_with_rows_on_dim1_allocates_no_full_size_temporary():
-    shape = (1024, 1024)  # 4 MiB fp32; squared by chunks of 2**18 elements (1 MiB)
+    shape = (256, 4096)  # 4 MiB fp32, not square; squared by chunks of 2**18 elements (1 MiB)
     plan = PartitionPlan({"w": PlanEntry(shape, "linear", BlockLayout.rows(1))})
     p = torch.nn.Parameter(torch.randn(shape, generator=torch.Generator().manual_seed(0)))
     g = torch.randn(shape, generator=torch.Generator().manual_seed(1))
