@@ -358,4 +358,112 @@ CASES = [
         }
         | attention(),
     ),
+    Case(
+        # Zamba2: Mamba-2 layers and a hybrid layer whose SHARED transformer block attends over
+        # cat(hidden, original embeddings) (2D wide: heads of 16) with per-call LoRA adapters
+        # added to q/k/v and gate_up outputs: the q/k adapters' up-projections (2D, rank) write
+        # into the query/key heads (one block per head), their down-projections are latent rows
+        "hf-zamba2-shared-block-lora-adapters",
+        "transformers",
+        built(
+            lambda: tf.Zamba2ForCausalLM(
+                tf.Zamba2Config(
+                    **decoder(num_key_value_heads=H),  # the k adapter writes 2D: no GQA
+                    mamba_d_state=8,
+                    mamba_d_conv=3,
+                    mamba_expand=2,
+                    mamba_ngroups=1,
+                    mamba_headdim=8,
+                    n_mamba_heads=8,
+                    chunk_size=4,
+                    layers_block_type=["mamba", "hybrid"],
+                    num_mem_blocks=1,
+                    use_shared_attention_adapter=True,
+                    adapter_rank=4,
+                    use_mem_rope=True,
+                )
+            ),
+            token_ids(V),
+        ),
+        {
+            "*.linear_q_adapter_list.*.1.weight": heads(16),
+            "*.linear_k_adapter_list.*.1.weight": heads(16),
+            "*_adapter_list.*.weight": rows(),
+            "*.gate_up_proj.weight": rows(),
+            "*.down_proj.weight": rows(),
+            "model.layers.1.linear.weight": rows(),
+            "*.mamba.in_proj.weight": rows(),
+            "*.mamba.conv1d.weight": whole(),
+            "*.mamba.A_log": whole(),
+            "*.mamba.D": whole(),
+            "*.mamba.out_proj.weight": rows(),
+            "model.embed_tokens.weight": rows(),  # tied head
+            "*norm.weight": whole(),
+            "*bias": element(),
+        }
+        | attention(head_dim=16),
+        may_warn=("*.A_log",),
+        miss="SILENT: q = q_proj(x) + adapter(x) (a LoRA-style low-rank Linear pair added to the projection output, as PEFT LoRA does) ends the head reading: q_proj/k_proj and the adapters' up-projections per row, not per head (without adapters the heads are read)",
+    ),
+    Case(
+        # Gemma 3n text: AltUp (2 parallel streams: projections in/out, a router Linear(D, 2),
+        # prediction / correction coefficient Linears, a learned output scale), LAuReL low-rank
+        # residual, per-layer inputs (a (V, layers * 8) embedding table viewed per layer, gated
+        # and projected in each layer), activation sparsity (gaussian top-k) in layer 0,
+        # q/k/v norms; tied head
+        "hf-gemma3n-altup-laurel-per-layer-embeddings",
+        "transformers",
+        built(
+            lambda: tf.Gemma3nForCausalLM(
+                tf.Gemma3nTextConfig(
+                    **decoder(head_dim=HD, intermediate_size=[FF, FF]),
+                    num_kv_shared_layers=0,
+                    vocab_size_per_layer_input=V,
+                    hidden_size_per_layer_input=8,
+                    altup_num_inputs=2,
+                    laurel_rank=4,
+                    layer_types=["sliding_attention", "full_attention"],
+                    sliding_window=4,
+                    activation_sparsity_pattern=[0.95, 0.0],
+                )
+            ),
+            token_ids(V),
+        ),
+        {
+            "model.embed_tokens.weight": rows(),
+            "model.embed_tokens_per_layer.weight": rows(),
+            "*norm.weight": whole(),  # before the altup / per_layer patterns: router_norm, ...
+            "*.altup.correct_output_scale": whole(),
+            "*.altup.*.weight": rows(),
+            "*.laurel.linear_*.weight": rows(),
+            "*.per_layer_*.weight": rows(),
+            "*.altup_*projections.*.weight": rows(),
+        }
+        | GATED_MLP
+        | attention(),
+        miss="warned, layout right: correct_output_scale is also the argument of corrected.type_as(param) (a dtype-only use) before the multiply: not explained",
+    ),
+    Case(
+        # Nemotron: LayerNorm1P (weight + 1, with bias), squared-ReLU up/down MLP, partial rotary
+        "hf-nemotron-layernorm1p",
+        "transformers",
+        built(lambda: tf.NemotronForCausalLM(tf.NemotronConfig(**decoder(head_dim=HD))), token_ids(V)),
+        HEAD
+        | NORMS
+        | attention()
+        | {"*.up_proj.weight": rows(), "*.down_proj.weight": rows(), "*bias": element()},
+    ),
+    Case(
+        # GLM-4: interleaved partial rotary (cos/sin repeat_interleave, rotate pairs), fused
+        # gate_up_proj chunked in two, post-attention and post-MLP RMSNorms, qkv biases
+        "hf-glm4-interleaved-partial-rotary",
+        "transformers",
+        built(
+            lambda: tf.Glm4ForCausalLM(tf.Glm4Config(**decoder(head_dim=HD, pad_token_id=0))), token_ids(V)
+        ),
+        HEAD
+        | NORMS
+        | attention()
+        | {"*.gate_up_proj.weight": rows(), "*.down_proj.weight": rows(), "*bias": element()},
+    ),
 ]
