@@ -1,5 +1,6 @@
 """More Hugging Face encoders (transformers 5.x): learned query sets, latent arrays, windowed and
-chunked attention with relative positions.
+chunked attention, relative positions (Transformer-XL style, decomposed, continuous), resized
+position tables.
 
 A set of learned query tokens (a latent array, BLIP-2's query tokens, a register) is one block
 per tensor, like a class token. Every layout below is read from
@@ -27,6 +28,13 @@ def built(make: Callable[[], torch.nn.Module], *args: Any, **kwargs: Any) -> Cal
 
 def pixels(size: int = 16) -> torch.Tensor:
     return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def frozen_pos_conv(model: torch.nn.Module) -> torch.nn.Module:
+    """The conformer builds wav2vec2's positional conv but never calls it: frozen, so that no
+    parameter without a gradient is judged."""
+    model.get_submodule("wav2vec2_conformer.encoder.pos_conv_embed").requires_grad_(False)
+    return model
 
 
 FUSED_QKV = segments(per_head(H, HD), per_head(H, HD), per_row(D))  # reshape(B, T, 3, H, HD)
@@ -112,9 +120,10 @@ CASES = [
     Case(
         # Perceiver IO (MLM): a learned latent array (4, D) expanded over the batch is the query
         # of a cross-attention to the byte embeddings (+ learned positions); latent
-        # self-attention (4 heads of 8); a decoder whose queries are a trainable position table
-        # (16, D) (one block per position) attending with 8 heads of 32; logits against the
-        # transposed embedding table
+        # self-attention (4 heads of 8); a decoder whose queries are a trainable "position" array
+        # (16, D), used exactly like the latents (expanded, LayerNorm, query Linear; never indexed
+        # nor added: a learned token set, one block), attending with 8 heads of 32; logits
+        # against the transposed embedding table
         "hf-perceiver-latent-array",
         "transformers",
         built(
@@ -139,7 +148,7 @@ CASES = [
             "*.input_preprocessor.embeddings.weight": rows(),
             "*.input_preprocessor.position_embeddings.weight": rows(),
             "perceiver.embeddings.latents": whole(),
-            "*.output_position_encodings.position_embeddings": rows(),
+            "*.output_position_encodings.position_embeddings": whole(),
             "*.encoder.cross_attention.*.self.query.weight": heads(D),
             "*.encoder.cross_attention.*.self.key.weight": heads(D),
             "*.self_attends.*.self.query.weight": heads(HD),
@@ -151,7 +160,7 @@ CASES = [
             "*layernorm*.weight": whole(),
             "*bias": element(),
         },
-        miss="warned, layout right: the latent array (expanded, then LayerNorm, then the query Linear) not explained as a learned token set; the decoder's trainable position table used the same way (into a LayerNorm, as queries) -> other, warned",
+        miss="warned, layout right: the latent array and the decoder's query array (expanded, then LayerNorm, then the query Linear) not explained as learned token sets",
     ),
     Case(
         # BLIP-2 vision + Q-Former: ViT with fused qkv reshape(B, T, 3, H, HD), class embedding and
@@ -204,5 +213,147 @@ CASES = [
             "*bias": element(),
         },
         miss="warned, layout right: the learned query tokens (expanded, then LayerNorm, then attention) not explained as a learned token set",
+    ),
+    Case(
+        # wav2vec2-Conformer with relative positions: Transformer-XL style attention, linear_pos
+        # projects the sinusoidal relative table into per-head position keys (one block per head),
+        # pos_bias_u / pos_bias_v (H, HD) added to the (B, H, T, HD) query (biases: per element),
+        # skew by pad + view; conv module: pointwise Conv1d, GLU, depthwise Conv1d, BatchNorm1d
+        "hf-wav2vec2-conformer-rel-pos",
+        "transformers",
+        built(
+            lambda: frozen_pos_conv(
+                tf.Wav2Vec2ConformerForCTC(
+                    tf.Wav2Vec2ConformerConfig(
+                        num_hidden_layers=LAYERS,
+                        hidden_size=D,
+                        num_attention_heads=H,
+                        intermediate_size=FF,
+                        vocab_size=V,
+                        conv_dim=(8, 8),
+                        conv_stride=(5, 2),
+                        conv_kernel=(10, 3),
+                        num_conv_pos_embeddings=4,
+                        num_conv_pos_embedding_groups=2,
+                        mask_time_prob=0.0,
+                        position_embeddings_type="relative",
+                        conv_depthwise_kernel_size=3,
+                    )
+                )
+            ),
+            torch.randn(2, 400, generator=torch.Generator().manual_seed(0)),
+        ),
+        {
+            "*.conv_layers.*.conv.weight": whole(),
+            "*.conv_module.*conv*.weight": whole(),
+            "*.feature_projection.projection.weight": rows(),
+            "*.linear_q.weight": heads(HD),
+            "*.linear_k.weight": heads(HD),
+            "*.linear_pos.weight": heads(HD),
+            "*.linear_v.weight": rows(),
+            "*.linear_out.weight": rows(),
+            "*.pos_bias_?": element(),
+            "*_dense.weight": rows(),
+            "lm_head.weight": rows(),
+            "*norm.weight": whole(),
+            "*.bias": element(),
+        },
+        miss="SILENT: (H, HD) biases pos_bias_u/v added to the (B, H, T, HD) query taken as position tables (one block per head); SILENT: linear_pos (position keys: matmul(q + pos_bias_v, pos_k) then pad/view skew, added to the scores) per row, not per head",
+    ),
+    Case(
+        # Swin V2: cosine attention (q, k L2-normalized per head) scaled by exp(clamp(logit_scale))
+        # with logit_scale (H, 1, 1) (learned per-head scalars: one block); continuous position
+        # bias: an MLP Linear(2, 512) -> ReLU -> Linear(512, H) on a fixed coordinates table,
+        # gathered by index, 16 * sigmoid, added to the scores
+        "hf-swinv2-cosine-attention-cpb-mlp",
+        "transformers",
+        built(
+            lambda: tf.Swinv2ForImageClassification(
+                tf.Swinv2Config(
+                    image_size=16,
+                    patch_size=4,
+                    embed_dim=16,
+                    depths=[1, 1],
+                    num_heads=[2, 4],
+                    window_size=2,
+                    num_labels=10,
+                )
+            ),
+            pixels(),
+        ),
+        {
+            "*.patch_embeddings.projection.weight": whole(),
+            "*.logit_scale": whole(),
+            "*.continuous_position_bias_mlp.*.weight": rows(),
+            "*.self.query.weight": heads(HD),
+            "*.self.key.weight": heads(HD),
+            "*.self.value.weight": rows(),
+            "*.dense.weight": rows(),
+            "*.downsample.reduction.weight": rows(),
+            "*norm*.weight": whole(),
+            "classifier.weight": rows(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # ConvNeXt V2: Global Response Normalization with (1, 1, 1, C) gamma (multiplied: one
+        # block) and beta (added: per element)
+        "hf-convnextv2-grn",
+        "transformers",
+        built(
+            lambda: tf.ConvNextV2ForImageClassification(
+                tf.ConvNextV2Config(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+            ),
+            pixels(32),
+        ),
+        {
+            "*.patch_embeddings.weight": whole(),
+            "*.dwconv.weight": whole(),
+            "*.downsampling_layer.1.weight": whole(),
+            "*.downsampling_layer.0.weight": whole(),
+            "*.grn.weight": whole(),
+            "*.pwconv?.weight": rows(),
+            "*layernorm.weight": whole(),
+            "classifier.weight": rows(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # SigLIP 2 (NaFlex) vision: patches given flattened (Linear patch embedding); the (16, D)
+        # position table viewed as a 4x4 grid and resized to each image's spatial shape by
+        # bilinear weights computed from spatial_shapes: weights (B, L, 16) @ table, so the
+        # table's rows are the contraction axis (one block per position row); attention-pool head
+        "hf-siglip2-naflex-resized-positions",
+        "transformers",
+        built(
+            lambda: tf.Siglip2VisionModel(
+                tf.Siglip2VisionConfig(
+                    num_hidden_layers=LAYERS,
+                    hidden_size=D,
+                    num_attention_heads=H,
+                    intermediate_size=FF,
+                    num_patches=16,
+                    patch_size=4,
+                    num_channels=3,
+                )
+            ),
+            torch.randn(2, 16, 48, generator=torch.Generator().manual_seed(0)),
+            pixel_attention_mask=torch.tensor([[1] * 16, [1] * 12 + [0] * 4]),
+            spatial_shapes=torch.tensor([[4, 4], [3, 4]]),
+        ),
+        {
+            "embeddings.patch_embedding.weight": rows(),
+            "embeddings.position_embedding.weight": rows(),
+            "*.q_proj.weight": heads(HD),
+            "*.k_proj.weight": heads(HD),
+            "*.v_proj.weight": rows(),
+            "*.out_proj.weight": rows(),
+            "*.fc?.weight": rows(),
+            "head.probe": whole(),
+            "head.attention.in_proj_weight": FUSED_QKV,
+            "*norm*.weight": whole(),
+            "*bias": element(),
+        },
+        miss="position table reshaped to a grid and resized by computed bilinear weights (weights @ table: the table is the right operand, rows contracted) -> other, warned; SILENT: the pooling head's probe taken as a bias (as in hf-siglip-vision-attention-pool)",
     ),
 ]
