@@ -466,4 +466,36 @@ CASES = [
         | attention()
         | {"*.gate_up_proj.weight": rows(), "*.down_proj.weight": rows(), "*bias": element()},
     ),
+    Case(
+        # Llama 4 text: chunked local attention and NoPE layers (no_rope_layers), complex rotary,
+        # L2 qk-norm without weights, temperature tuning; layer 1 MoE with experts stored
+        # (E, D, 2 * FF) / (E, FF, D) used through torch.bmm (outputs along axis 2), sigmoid
+        # router, shared expert
+        "hf-llama4-chunked-attention-bmm-experts",
+        "transformers",
+        built(
+            lambda: tf.Llama4ForCausalLM(
+                tf.Llama4TextConfig(
+                    **decoder(head_dim=HD, intermediate_size=16),
+                    intermediate_size_mlp=FF,
+                    num_local_experts=4,
+                    num_experts_per_tok=1,
+                    interleave_moe_layer_step=2,
+                    no_rope_layers=[1, 0],
+                    attention_chunk_size=4,
+                    pad_token_id=0,
+                )
+            ),
+            token_ids(V),
+        ),
+        HEAD
+        | NORMS
+        | GATED_MLP
+        | attention()
+        | {
+            "*.experts.gate_up_proj": experts(axis=2),
+            "*.experts.down_proj": experts(axis=2),
+            "*.feed_forward.router.weight": rows(),
+        },
+    ),
 ]

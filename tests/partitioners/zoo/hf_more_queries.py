@@ -356,4 +356,112 @@ CASES = [
         },
         miss="position table reshaped to a grid and resized by computed bilinear weights (weights @ table: the table is the right operand, rows contracted) -> other, warned; SILENT: the pooling head's probe taken as a bias (as in hf-siglip-vision-attention-pool)",
     ),
+    Case(
+        # Wav2Vec2-BERT (Conformer) with relative_key positions: a distance table (L + R + 1, HD)
+        # looked up by the clamped distance matrix and contracted with the query heads
+        # (einsum "bhld,lrd->bhlr", added to the scores): one block per distance row; conv module
+        # with a depthwise LayerNorm; features given as (B, T, 16)
+        "hf-wav2vec2-bert-relative-key",
+        "transformers",
+        built(
+            lambda: tf.Wav2Vec2BertForCTC(
+                tf.Wav2Vec2BertConfig(
+                    num_hidden_layers=LAYERS,
+                    hidden_size=D,
+                    num_attention_heads=H,
+                    intermediate_size=FF,
+                    vocab_size=V,
+                    feature_projection_input_dim=16,
+                    position_embeddings_type="relative_key",
+                    left_max_position_embeddings=4,
+                    right_max_position_embeddings=2,
+                    conv_depthwise_kernel_size=3,
+                    mask_time_prob=0.0,
+                    add_adapter=False,
+                )
+            ),
+            torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(0)),
+        ),
+        {
+            "*.distance_embedding.weight": rows(),
+            "*.conv_module.*conv*.weight": whole(),
+            "*.feature_projection.projection.weight": rows(),
+            "*.linear_q.weight": heads(HD),
+            "*.linear_k.weight": heads(HD),
+            "*.linear_v.weight": rows(),
+            "*.linear_out.weight": rows(),
+            "*_dense.weight": rows(),
+            "lm_head.weight": rows(),
+            "*norm.weight": whole(),
+            "*.bias": element(),
+        },
+    ),
+    Case(
+        # Qwen2-VL vision tower (as in Qwen2/2.5-VL): Conv3d patch embedding over flattened
+        # patches, fused qkv reshape(T, 3, H, HD).permute(1, 0, 2, 3).unbind(0), 2-D rotary,
+        # attention per image from cu_seqlens (grid_thw), PatchMerger (LayerNorm, 2x2 merge,
+        # MLP)
+        "hf-qwen2-vl-vision-tower",
+        "transformers",
+        built(
+            lambda: tf.models.qwen2_vl.modeling_qwen2_vl.Qwen2VisionTransformerPretrainedModel(
+                tf.Qwen2VLVisionConfig(
+                    depth=LAYERS,
+                    embed_dim=D,
+                    hidden_size=D,
+                    num_heads=H,
+                    mlp_ratio=2,
+                    patch_size=2,
+                    temporal_patch_size=2,
+                    spatial_merge_size=2,
+                    in_channels=3,
+                )
+            ),
+            torch.randn(32, 24, generator=torch.Generator().manual_seed(0)),
+            grid_thw=torch.tensor([[1, 4, 4], [1, 4, 4]]),
+        ),
+        {
+            "patch_embed.proj.weight": whole(),
+            "*.attn.qkv.weight": FUSED_QKV,
+            "*.attn.proj.weight": rows(),
+            "*.fc?.weight": rows(),
+            "merger.mlp.*.weight": rows(),
+            "*norm*.weight": whole(),
+            "merger.ln_q.weight": whole(),
+            "*bias": element(),
+        },
+        miss="trace fails: export guards on the data-dependent per-image split (cu_seqlens from grid_thw, unbind of lengths); fx on .item(); blocks re-traced alone fail the same way: structure fallback, fused qkv per row, warned",
+    ),
+    Case(
+        # Pixtral vision encoder: conv patches, RMSNorms, 2-D rotary (cos/sin per patch row and
+        # column), block-diagonal mask per image from image_sizes, SwiGLU
+        "hf-pixtral-vision-2d-rope",
+        "transformers",
+        built(
+            lambda: tf.PixtralVisionModel(
+                tf.PixtralVisionConfig(
+                    num_hidden_layers=LAYERS,
+                    hidden_size=D,
+                    num_attention_heads=H,
+                    intermediate_size=FF,
+                    image_size=16,
+                    patch_size=4,
+                    head_dim=HD,
+                )
+            ),
+            pixels(),
+            image_sizes=torch.tensor([[16, 16], [16, 16]]),
+        ),
+        {
+            "patch_conv.weight": whole(),
+            "ln_pre.weight": whole(),
+            "*.q_proj.weight": heads(HD),
+            "*.k_proj.weight": heads(HD),
+            "*.v_proj.weight": rows(),
+            "*.o_proj.weight": rows(),
+            "*.feed_forward.*_proj.weight": rows(),
+            "*norm.weight": whole(),
+        },
+        miss="trace fails: patch embeddings sliced per image by the image_sizes TENSOR (embed[..., :h // p, :w // p], data-dependent sizes): structure fallback, q/k heads lost, warned (with image_sizes as a Python list the reader gets every layout right)",
+    ),
 ]
