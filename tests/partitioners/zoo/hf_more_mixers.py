@@ -9,36 +9,12 @@ as for softmax attention. Every layout below is read from
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import transformers as tf
 
 from .blocks import Blocks, element, experts, heads, one, per_row, rows, segments, whole
-from .case import Built, Case, seeded, token_ids
-
-V, D, H, HD, KV, FF = 64, 32, 4, 8, 2, 64
-LAYERS = 2
-
-
-def built(make: Callable[[], torch.nn.Module], *args: Any, **kwargs: Any) -> Callable[[], Built]:
-    return lambda: Built(seeded(make), args, kwargs)
-
-
-def decoder(**overrides: Any) -> dict[str, Any]:
-    """The Llama-like tiny decoder config keywords."""
-    return (
-        dict(
-            num_hidden_layers=LAYERS,
-            hidden_size=D,
-            num_attention_heads=H,
-            num_key_value_heads=KV,
-            intermediate_size=FF,
-            vocab_size=V,
-        )
-        | overrides
-    )
+from .case import Case, token_ids
+from .hf_more import FF, HD, LAYERS, D, H, V, built, decoder
 
 
 def attention(head_dim: int = HD, out: str = "*.o_proj.weight") -> dict[str, Blocks]:
@@ -373,7 +349,7 @@ CASES = [
                     mamba_d_conv=3,
                     mamba_expand=2,
                     mamba_ngroups=1,
-                    mamba_headdim=8,
+                    mamba_headdim=8,  # pyright: ignore[reportCallIssue]
                     n_mamba_heads=8,
                     chunk_size=4,
                     layers_block_type=["mamba", "hybrid"],

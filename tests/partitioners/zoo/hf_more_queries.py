@@ -9,25 +9,12 @@ per tensor, like a class token. Every layout below is read from
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import transformers as tf
 
 from .blocks import element, heads, per_head, per_row, rows, segments, whole
-from .case import Built, Case, seeded, token_ids
-
-V, D, H, HD, FF = 64, 32, 4, 8, 64
-LAYERS = 2
-
-
-def built(make: Callable[[], torch.nn.Module], *args: Any, **kwargs: Any) -> Callable[[], Built]:
-    return lambda: Built(seeded(make), args, kwargs)
-
-
-def pixels(size: int = 16) -> torch.Tensor:
-    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+from .case import Case, token_ids
+from .hf_more import FF, HD, LABELS, LAYERS, D, H, V, built, pixels
 
 
 def frozen_pos_conv(model: torch.nn.Module) -> torch.nn.Module:
@@ -99,7 +86,6 @@ CASES = [
                     window_size=2,
                     window_block_indices=[0],
                     residual_block_indices=[1],
-                    out_features=["stage2"],
                 )
             ),
             pixels(),
@@ -276,7 +262,7 @@ CASES = [
                     depths=[1, 1],
                     num_heads=[2, 4],
                     window_size=2,
-                    num_labels=10,
+                    id2label=LABELS,
                 )
             ),
             pixels(),
@@ -302,7 +288,7 @@ CASES = [
         "transformers",
         built(
             lambda: tf.ConvNextV2ForImageClassification(
-                tf.ConvNextV2Config(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+                tf.ConvNextV2Config(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], id2label=LABELS)
             ),
             pixels(32),
         ),
@@ -446,7 +432,6 @@ CASES = [
                     intermediate_size=FF,
                     image_size=16,
                     patch_size=4,
-                    head_dim=HD,
                 )
             ),
             pixels(),

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from . import hf_decoders, hf_more, hf_more_mixers, hf_more_queries, hf_others, litgpt_models, torch_nn
+from . import (
+    hf_decoders,
+    hf_more,
+    hf_more_encoders,
+    hf_more_mixers,
+    hf_more_queries,
+    hf_others,
+    litgpt_models,
+    torch_nn,
+)
 
 CASES = [
     *hf_decoders.CASES,
     *hf_others.CASES,
     *hf_more.CASES,
+    *hf_more_encoders.CASES,
     *hf_more_mixers.CASES,
     *hf_more_queries.CASES,
     *litgpt_models.CASES,
