@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import transformers as tf
 
-from .blocks import Blocks, element, experts, heads, one, per_row, rows, segments, whole
+from .blocks import Blocks, element, experts, heads, one, per_head, per_row, rows, segments, whole
 from .case import Case, token_ids
 from .hf_more import FF, HD, LAYERS, D, H, V, built, decoder
 
@@ -473,5 +473,42 @@ CASES = [
             "*.experts.down_proj": experts(axis=2),
             "*.feed_forward.router.weight": rows(),
         },
+    ),
+    Case(
+        # Qwen3.5 Gated DeltaNet: in_proj_qkv = q (2 key heads) | k (2 key heads) | v (4 value
+        # heads), concatenated, through the depthwise causal Conv1d, then split and viewed per
+        # head; separate in_proj_z / in_proj_b / in_proj_a; layer 1 gated softmax attention
+        # (q_proj per head: query | gate); dense MLP
+        "hf-qwen3-5-gated-deltanet-conv-qkv",
+        "transformers",
+        built(
+            lambda: tf.Qwen3_5ForCausalLM(
+                tf.Qwen3_5TextConfig(
+                    **decoder(head_dim=HD),
+                    linear_num_value_heads=4,
+                    linear_num_key_heads=2,
+                    linear_key_head_dim=8,
+                    linear_value_head_dim=8,
+                    linear_conv_kernel_dim=3,
+                    layer_types=["linear_attention", "full_attention"],
+                )
+            ),
+            token_ids(V),
+        ),
+        {
+            "*.self_attn.q_proj.weight": segments(one(HD), per_row(HD), repeat=H),
+            "*.in_proj_qkv.weight": segments(per_head(2, 8), per_head(2, 8), per_row(32)),
+            "*.in_proj_?.weight": rows(),
+            "*.linear_attn.conv1d.weight": whole(),
+            "*.linear_attn.A_log": whole(),
+            "*.linear_attn.dt_bias": element(),
+            "*.linear_attn.out_proj.weight": rows(),
+        }
+        | HEAD
+        | NORMS
+        | GATED_MLP
+        | {k: v for k, v in attention().items() if k != "*.q_proj.weight"},
+        may_warn=("*.A_log",),
+        miss="SILENT: linear attention (chunked gated delta rule, no softmax) after a depthwise causal Conv1d over q|k|v not read as attention: in_proj_qkv's q and k heads get one block per row",
     ),
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import transformers as tf
 
-from .blocks import element, heads, per_head, per_row, rows, segments, whole
+from .blocks import element, heads, per_head, per_row, rows, segments, viewed, whole
 from .case import Case, token_ids
 from .hf_more import FF, HD, LABELS, LAYERS, D, H, V, built, pixels
 
@@ -448,5 +448,41 @@ CASES = [
             "*norm.weight": whole(),
         },
         miss="trace fails: patch embeddings sliced per image by the image_sizes TENSOR (embed[..., :h // p, :w // p], data-dependent sizes): structure fallback, q/k heads lost, warned (with image_sizes as a Python list the reader gets every layout right)",
+    ),
+    Case(
+        # SAM image encoder: a (1, 4, 4, D) position grid added to the patch grid (one block per
+        # position), windowed and global attention with fused qkv reshape(B, N, 3, H, HD) and
+        # decomposed relative positions (rel_pos_h / rel_pos_w rows), conv + LayerNorm neck
+        "hf-sam-vision-encoder",
+        "transformers",
+        built(
+            lambda: tf.SamVisionModel(
+                tf.SamVisionConfig(
+                    num_hidden_layers=LAYERS,
+                    hidden_size=D,
+                    num_attention_heads=H,
+                    mlp_dim=FF,
+                    image_size=32,
+                    patch_size=8,
+                    output_channels=16,
+                    window_size=2,
+                    global_attn_indexes=[1],
+                    use_rel_pos=True,
+                )
+            ),
+            pixels(32),
+        ),
+        {
+            "vision_encoder.pos_embed": viewed((16, D), rows()),
+            "*.patch_embed.projection.weight": whole(),
+            "*.attn.rel_pos_?": rows(),
+            "*.attn.qkv.weight": FUSED_QKV,
+            "*.attn.proj.weight": rows(),
+            "*.mlp.lin?.weight": rows(),
+            "*.neck.conv?.weight": whole(),
+            "*norm*.weight": whole(),
+            "*bias": element(),
+        },
+        miss="SILENT: a (1, Hp, Wp, D) position grid added to the (B, Hp, Wp, D) patches gets one block per grid row (first live axis), not per position; rel_pos_h/w (read by index, einsum with the query, added to the 5-D viewed scores) -> other, warned",
     ),
 ]
