@@ -250,12 +250,20 @@ def plot_frontier(panels: dict[str, list[dict[str, Any]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    labels = list(dict.fromkeys(p["label"] for points in panels.values() for p in points))
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # one colour a layout, every panel
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, (model, points) in zip(axes[0], panels.items()):
-        for i, p in enumerate(points):
+        for p in points:
             mean, std = mean_std(p["loss"])
             ax.errorbar(
-                [p["v"]], [mean], yerr=[std], marker="o", capsize=3, color=f"C{i % 10}", label=p["label"]
+                [p["v"]],
+                [mean],
+                yerr=[std],
+                marker="o",
+                capsize=3,
+                color=colour[p["label"]],
+                label=p["label"],
             )
         ax.set_xscale("log")
         ax.set_xlabel("second-moment values kept")
