@@ -77,7 +77,6 @@ CASES = [
         | GATED_MLP
         | {k: v for k, v in attention().items() if k != "*.q_proj.weight"},
         may_warn=("*.A_log",),
-        miss="SILENT: linear attention (chunked gated delta rule: no softmax) not read as attention: in_proj_qkvz's per-key-head q | k | v | z interleave gets one block per row, q/k heads lost",
     ),
     Case(
         # MiniMax: layer 0 lightning (linear) attention: qkv_proj -> SiLU -> reshape (B, T, H,
@@ -108,7 +107,6 @@ CASES = [
             "*.self_attn.out_proj.weight": rows(),
             "*.mlp.gate.weight": rows(),
         },
-        miss="SILENT: linear attention (q k^T * decay @ v per block plus a carried k^T v state: no softmax) not read as attention: qkv_proj's per-head q | k | v interleave gets one block per row",
     ),
     Case(
         # LFM2: short-convolution blocks (in_proj -> B | C | x chunk(3) along channels, B * x,
@@ -509,6 +507,5 @@ CASES = [
         | GATED_MLP
         | {k: v for k, v in attention().items() if k != "*.q_proj.weight"},
         may_warn=("*.A_log",),
-        miss="SILENT: linear attention (chunked gated delta rule, no softmax) after a depthwise causal Conv1d over q|k|v not read as attention: in_proj_qkv's q and k heads get one block per row",
     ),
 ]
