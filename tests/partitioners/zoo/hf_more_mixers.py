@@ -137,7 +137,8 @@ CASES = [
     Case(
         # Falcon-H1: Mamba-2 mixer and GQA attention in parallel in every layer, with muP
         # multipliers (buffers); in_proj = z | xBC | dt; A_log only through -exp (one block,
-        # a warning allowed); untied head
+        # a warning allowed); untied head. The SSD's B and C (one group) are the key and query
+        # of a linear attention shared by all heads: one block each
         "hf-falcon-h1-parallel-hybrid",
         "transformers",
         built(
@@ -160,7 +161,7 @@ CASES = [
         | GATED_MLP
         | attention()
         | {
-            "*.mamba.in_proj.weight": rows(),
+            "*.mamba.in_proj.weight": segments(per_row(2 * 32), one(8), one(8), per_row(4)),
             "*.mamba.conv1d.weight": whole(),
             "*.mamba.A_log": whole(),
             "*.mamba.D": whole(),
