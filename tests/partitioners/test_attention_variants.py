@@ -55,6 +55,8 @@ class LightningAttention(nn.Module):
     """MiniMax-style: fused qkv -> SiLU -> per-head q | k | v; ``(q k^T * decay) v`` plus a
     carried ``k^T v`` state read by ``q``; no softmax."""
 
+    decay: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.qkv = nn.Linear(C, 3 * C, bias=False)
@@ -73,6 +75,8 @@ class ConvDeltaRule(nn.Module):
     """Qwen3.5-style: q | k | v through a depthwise causal Conv1d, SiLU, q/k L2-normed, padded to
     a chunk of 8; the chunk's ``k_beta k^T`` products (``attn @ k`` mixes tokens: no query)
     and ``(q k^T * decay) @ v_new``."""
+
+    decay: torch.Tensor
 
     def __init__(self):
         super().__init__()
@@ -163,6 +167,9 @@ class Disentangled(nn.Module):
     """DeBERTa-style: content scores plus c2p (q . pos_k, gathered by relative distance) and p2c
     (k . pos_q, gathered, transposed), heads in the batch of ``bmm``."""
 
+    rel: torch.Tensor
+    idx: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.q, self.k, self.v = (nn.Linear(C, C) for _ in range(3))
@@ -237,6 +244,9 @@ class DecomposedRelPos(nn.Module):
     with rel_h/rel_w tables read by index; scores viewed (B*H, qh, qw, kh, kw), the two terms
     added, viewed back before the softmax."""
 
+    idx_h: torch.Tensor
+    idx_w: torch.Tensor
+
     def __init__(self):
         super().__init__()
         self.qkv = nn.Linear(C, 3 * C)
@@ -266,7 +276,9 @@ def _labels_after(f, *shapes: tuple[int, ...]) -> dict[str, list]:
     """Labels of every node past ``linear`` (each element: the row of ``w`` that produced it)."""
     gm = make_fx(f, tracing_mode="fake", pre_dispatch=True)(*(torch.zeros(s) for s in shapes))
     nodes = {n.name: n for n in gm.graph.nodes}
-    flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
+    labels = index_labels(nodes["linear"], -1)
+    assert labels is not None
+    flow = propagate(nodes["linear"], labels)
     return {
         n.name: flow.labels[n].tolist() for n in gm.graph.nodes if n in flow.labels and n.name != "linear"
     }
