@@ -217,13 +217,12 @@ def _scores_from(node: fx.Node) -> list[fx.Node]:
 
 def _score_terms(scores: fx.Node, per_head: bool) -> list[list[tuple[fx.Node, int]]]:
     """The operands of every contraction of activations summed into ``scores``: the content
-    scores and relative-position terms; per-head bilinear forms only when there are several
-    (or with ``per_head``)."""
+    scores and relative-position terms. Of several (or with ``per_head``), the per-head bilinear
+    forms; without ``per_head`` and with none of those, the nearest (one head, ``mm``)."""
     back = [scores, *_search(scores, forward=False, through=_POSITION_SCORE_OPS)]
     terms = [(n, ops) for n in back if (ops := _activation_contraction(n)) is not None]
-    if per_head or len(terms) > 1:
-        terms = [(n, ops) for n, ops in terms if _free_axes(n) is not None]
-    return [ops for _, ops in terms]
+    heads = [ops for n, ops in terms if _free_axes(n) is not None]
+    return heads if per_head or heads else [ops for _, ops in terms[:1]]
 
 
 def _normalised_sites(node: fx.Node) -> list[AttentionSite]:
