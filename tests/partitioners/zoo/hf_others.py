@@ -419,7 +419,7 @@ CASES = [
         ),
         {
             "backbone.embeddings.weight": rows(),
-            "*.in_proj.weight": segments(per_row(2 * 64), one(8), one(8), per_row(8)),
+            "*.in_proj.weight": rows(),
             "*.conv1d.weight": whole(),
             "*.x_proj.weight": rows(),
             "*.dt_proj.weight": rows(),
