@@ -1,11 +1,21 @@
 """Attention sites, found by structure rather than by a fixed op sequence.
 
-A site is two tensors contracted over one axis (the head dimension) whose result reaches a
-normalisation over the other axis (``softmax``, or its ``exp(s) / exp(s).sum()`` form) through any
-chain of elementwise ops, masks, casts, concatenations (sink logits) and slices, and whose
-normalised scores are contracted with a third tensor (the values). Written as ``matmul``, ``bmm``,
-``baddbmm`` or ``einsum``; fused as ``scaled_dot_product_attention`` (and its backend ops) or
-``flex_attention``. The reader then asks which projection rows land in which query/key head.
+A site is a query and a key contracted per head over one axis (the head dimension), whose product
+(the scores) is contracted with a third tensor (the values) over the key's other axis. Written as
+``matmul``, ``bmm``, ``baddbmm`` or ``einsum``; fused as ``scaled_dot_product_attention`` (and its
+backend ops) or ``flex_attention``. Between the two contractions the scores may pass elementwise
+ops, masks, casts, concatenations (sink logits) and slices, and either
+
+* a normalisation over the key axis (``softmax``, or its ``exp(s) / exp(s).sum()`` form); every
+  per-head contraction added to the scores before it is a site of its own (relative-position
+  scores: DeBERTa's ``q . pos_k``, Transformer-XL's skewed ``q . r``, ViTDet's ``q . R_h``), or
+* no normalisation (linear attention: decay masks, the chunked delta rule). Then the evidence
+  must come from the contractions themselves: both are of activations with a batch (head) axis,
+  the scores' key axis is the one the value contraction runs over, and neither query nor key is
+  itself a product of two activations (so a ``scores @ k`` inside a chunked recurrence is no site).
+
+The Hessian argument for one block per head holds for any such bilinear ``q_h . k_h`` form. The
+reader then asks which projection rows land in which query/key head.
 """
 
 from __future__ import annotations
@@ -13,14 +23,31 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
 
 from torch import fx
 
-from .ops import CONTRACTION_OPS, SCORE_OPS, SOFTMAX_OPS, args_of, is_fused_attention, is_tensor, op_name
+from .ops import (
+    CONTRACTION_OPS,
+    CONV_OPS,
+    EMBEDDING_OPS,
+    IDENTITY_OPS,
+    MOVE_OPS,
+    SCORE_OPS,
+    SOFTMAX_OPS,
+    args_of,
+    is_fused_attention,
+    is_tensor,
+    op_name,
+    shape_of,
+)
 
 #: how many ops a search crosses between scores, normalisation and the value contraction
 _REACH = 16
+#: ops relative-position scores pass on their way to the content scores: the gather by relative
+#: distance (DeBERTa) and the transposes of a key-side score (p2c), besides the pad/view skew
+_POSITION_SCORE_OPS = SCORE_OPS | {"gather", "transpose", "permute", "t", "mT"}
+#: ops whose weight operand makes them a projection: a query or key is read past none of them
+_PROJECTION_OPS = CONV_OPS | EMBEDDING_OPS | {"linear", "addmm", "_grouped_mm", "grouped_mm"}
 
 
 @dataclass
@@ -62,16 +89,48 @@ def contraction_operands(node: fx.Node) -> list[tuple[fx.Node, int]] | None:
     return None
 
 
+def is_weight(node: fx.Node) -> bool:
+    """``node`` is a parameter (or buffer, or input) seen through data movement: a view, a slice,
+    an expert or relative-distance index."""
+    while node.op == "call_function" and op_name(node) in MOVE_OPS | IDENTITY_OPS:
+        source = args_of(node)[0]
+        if not isinstance(source, fx.Node):
+            return False
+        node = source
+    return node.op in ("placeholder", "get_attr")
+
+
 def _activation_contraction(node: fx.Node) -> list[tuple[fx.Node, int]] | None:
-    """Operands of a contraction of two activations (no placeholder operand: not a projection)."""
+    """Operands of a contraction of two activations (no weight operand: not a projection)."""
     operands = contraction_operands(node)
-    if operands is None or any(n.op == "placeholder" for n, _ in operands):
+    if operands is None or any(is_weight(n) for n, _ in operands):
         return None
     return operands
 
 
-def _search(start: fx.Node, forward: bool) -> Iterable[fx.Node]:
-    """Nodes reached from ``start`` through :data:`SCORE_OPS` (plus the first node past them)."""
+def _free_axes(node: fx.Node) -> tuple[int, int] | None:
+    """The output axes (negative) that index the first and the second operand's rows (query and
+    key positions) of a per-head contraction; ``None`` without a batch axis both operands share,
+    or with more than one row axis per operand."""
+    name = op_name(node)
+    if name == "einsum":
+        equation = args_of(node)[0]
+        inputs, out = equation.replace(" ", "").split("->")
+        a, b = inputs.split(",")
+        a_rows, b_rows = [c for c in a if c not in b], [c for c in b if c not in a]
+        if not any(c in b and c in out for c in a) or len(a_rows) != 1 or len(b_rows) != 1:
+            return None
+        return out.index(a_rows[0]) - len(out), out.index(b_rows[0]) - len(out)
+    shapes = [shape_of(n) for n, _ in contraction_operands(node) or []]
+    if name in ("bmm", "baddbmm") or (
+        name == "matmul" and all(s is not None and len(s) >= 3 for s in shapes)
+    ):
+        return -2, -1
+    return None
+
+
+def _search(start: fx.Node, forward: bool, through: frozenset[str] = SCORE_OPS) -> Iterable[fx.Node]:
+    """Nodes reached from ``start`` through ``through`` ops (plus the first node past them)."""
     seen, queue = {start}, deque([(start, 0)])
     while queue:
         node, depth = queue.popleft()
@@ -82,7 +141,7 @@ def _search(start: fx.Node, forward: bool) -> Iterable[fx.Node]:
                 continue
             seen.add(nxt)
             yield nxt
-            if op_name(nxt) in SCORE_OPS:
+            if op_name(nxt) in through:
                 queue.append((nxt, depth + 1))
 
 
@@ -98,50 +157,109 @@ def _normalised_input(node: fx.Node) -> fx.Node | None:
     return None
 
 
-def _fused_site(node: fx.Node) -> AttentionSite | None:
+def _fused_sites(node: fx.Node) -> list[AttentionSite]:
+    """A fused attention, and the score terms in its additive mask (relative positions)."""
     q, k, v = args_of(node)[:3]
     if not all(isinstance(t, fx.Node) for t in (q, k, v)):
-        return None
+        return []
     out = node
     if not is_tensor(node):  # tuple output: (out, logsumexp, ...)
         out = next((u for u in node.users if op_name(u) == "getitem" and args_of(u)[1] == 0), node)
-    return AttentionSite(q, k, v, out)
+    mask = node.kwargs.get("attn_mask", args_of(node)[3] if len(args_of(node)) > 3 else None)
+    terms = _score_terms(mask, per_head=True) if isinstance(mask, fx.Node) and is_tensor(mask) else []
+    return [AttentionSite(q, k, v, out), *(AttentionSite(a, b, v, out, i, j) for (a, i), (b, j) in terms)]
+
+
+def _mixes_tokens(node: fx.Node) -> bool:
+    """``node`` is computed from a contraction of two activations (or an attention) since the
+    last projection: it is no per-token query or key but a product of scores."""
+    seen, stack = {node}, [node]
+    while stack:
+        current = stack.pop()
+        name = op_name(current)
+        if name in _PROJECTION_OPS or current.op != "call_function":
+            continue
+        if is_fused_attention(name) or _activation_contraction(current) is not None:
+            return True
+        if contraction_operands(current) is not None:
+            continue  # a projection by a weight
+        for source in current.all_input_nodes:
+            if source not in seen:
+                seen.add(source)
+                stack.append(source)
+    return False
+
+
+def _value_contraction(probs: list[fx.Node], key: tuple[int, int] | None) -> tuple[fx.Node, fx.Node] | None:
+    """``(contraction, value)``: the first contraction of activations that takes one of ``probs``
+    with a tensor that isn't scores; with ``key`` (axis, negative, and size), only one that
+    contracts the scores over that axis."""
+    members = set(probs)
+    for p in probs:
+        shape = shape_of(p)
+        for user in p.users:
+            operands = _activation_contraction(user) or []
+            for (operand, axis), (value, _) in zip(operands, operands[::-1], strict=True):
+                if operand is not p or value in members:
+                    continue
+                if key is not None and (
+                    shape is None or (axis % len(shape) - len(shape), shape[axis]) != key
+                ):
+                    continue
+                return user, value
+    return None
+
+
+def _scores_from(node: fx.Node) -> list[fx.Node]:
+    """``node`` and what it reaches through :data:`SCORE_OPS`, in search order."""
+    return [node, *(n for n in _search(node, forward=True) if op_name(n) in SCORE_OPS)]
+
+
+def _score_terms(scores: fx.Node, per_head: bool) -> list[list[tuple[fx.Node, int]]]:
+    """The operands of every contraction of activations summed into ``scores``: the content
+    scores and relative-position terms. Of several (or with ``per_head``), the per-head bilinear
+    forms; without ``per_head`` and with none of those, the nearest (one head, ``mm``)."""
+    back = [scores, *_search(scores, forward=False, through=_POSITION_SCORE_OPS)]
+    terms = [(n, ops) for n in back if (ops := _activation_contraction(n)) is not None]
+    heads = [ops for n, ops in terms if _free_axes(n) is not None]
+    return heads if per_head or heads else [ops for _, ops in terms[:1]]
+
+
+def _normalised_sites(node: fx.Node) -> list[AttentionSite]:
+    """The sites of the scores a normalisation ``node`` takes: one per score term."""
+    scores_in = _normalised_input(node)
+    mix = _value_contraction(_scores_from(node), None) if scores_in is not None else None
+    if scores_in is None or mix is None:
+        return []
+    output, value = mix
+    return [
+        AttentionSite(q, k, value, output, i, j) for (q, i), (k, j) in _score_terms(scores_in, per_head=False)
+    ]
+
+
+def _unnormalised_site(node: fx.Node) -> AttentionSite | None:
+    """Linear attention: ``node`` is ``q . k`` per head and its scores weight values directly."""
+    operands = _activation_contraction(node)
+    rows = _free_axes(node) if operands is not None else None
+    shape = shape_of(node)
+    if operands is None or rows is None or shape is None or any(_mixes_tokens(n) for n, _ in operands):
+        return None
+    mix = _value_contraction(_scores_from(node), (rows[1], shape[rows[1]]))
+    if mix is None:
+        return None
+    output, value = mix
+    (q, q_axis), (k, k_axis) = operands
+    return AttentionSite(q, k, value, output, q_axis, k_axis)
 
 
 def attention_sites(graph: fx.Graph) -> list[AttentionSite]:
-    """Every fused attention and every hand-written ``normalise(q . k) . v`` in ``graph``."""
-    sites = []
+    """Every fused attention and every hand-written ``q . k`` weighting values in ``graph``."""
+    sites: list[AttentionSite] = []
     for node in graph.nodes:
-        if is_fused_attention(op_name(node)):
-            site = _fused_site(node)
-            if site is not None:
-                sites.append(site)
-            continue
-        scores_in = _normalised_input(node)
-        if scores_in is None:
-            continue
-        back = [scores_in, *_search(scores_in, forward=False)]
-        qk = next((ops for n in back if (ops := _activation_contraction(n)) is not None), None)
-        probs = {node} | {n for n in _search(node, forward=True) if op_name(n) in SCORE_OPS}
-        # `ops` is not None where it is yielded (pyright does not narrow a walrus across the tuple).
-        mix = cast(
-            "tuple[fx.Node, list[tuple[fx.Node, int]]] | None",
-            next(
-                (
-                    (user, ops)
-                    for p in probs
-                    for user in p.users
-                    if (ops := _activation_contraction(user)) is not None and any(o is p for o, _ in ops)
-                ),
-                None,
-            ),
-        )
-        if qk is None or mix is None:
-            continue
-        user, ops = mix
-        value = next((o for o, _ in ops if o not in probs), None)  # the operand that isn't scores
-        if value is None:
-            continue
-        (q, q_axis), (k, k_axis) = qk
-        sites.append(AttentionSite(q, k, value, user, q_axis, k_axis))
+        sites += _fused_sites(node) if is_fused_attention(op_name(node)) else _normalised_sites(node)
+    scored = {(s.query, s.key) for s in sites}
+    for node in graph.nodes:
+        site = _unnormalised_site(node) if op_name(node) in CONTRACTION_OPS else None
+        if site is not None and (site.query, site.key) not in scored:
+            sites.append(site)
     return sites

@@ -86,9 +86,12 @@ def projection_layout(targets: RowTargets, n_rows: int, axis: int) -> Decision |
     k = _contiguous_blocks(targets.key_heads)
     if q is None or k is None:
         return None
+    if any(q[s] != k[s] for s in q.keys() & k.keys()):
+        return None  # a row feeds two heads
+    # a head read on both sides (DeBERTa's p2c scores take the keys as queries) is one key head
     heads = {**{s: (n, "q") for s, n in q.items()}, **{s: (n, "k") for s, n in k.items()}}
     spans = sorted(heads.items())
-    if len(heads) != len(q) + len(k) or any(s + n > t for (s, (n, _)), (t, _) in itertools.pairwise(spans)):
+    if any(s + n > t for (s, (n, _)), (t, _) in itertools.pairwise(spans)):
         return None  # a row feeds two heads
     pieces: list[Segment] = []
     row = 0
@@ -158,8 +161,11 @@ def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> 
         if decision is None:
             return None
         by_rows[(start, stop)].add(decision)
-    if any(len(found) != 1 for found in by_rows.values()):
-        return None
+    for found in by_rows.values():  # the same heads as queries in one use, keys in another
+        if {d.role for d in found} == {"query", "key"} and len({d.layout for d in found}) == 1:
+            found.difference_update([d for d in found if d.role == "query"])
+        if len(found) != 1:
+            return None
     if len(by_rows) == 1 and next(iter(by_rows)) == (0, shape[axis]):
         return next(iter(by_rows[(0, shape[axis])]))
     pieces, row = [], 0

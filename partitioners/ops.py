@@ -121,6 +121,11 @@ ELEMENTWISE_OPS = frozenset(
         "clamp_max",
     }
 )
+#: activations and the constant pad: each output element keeps its input element's row, but the
+#: result is no longer the projection's output (followed only where rows may mix)
+FEATURE_MAPS = frozenset(
+    {"silu", "gelu", "relu", "elu", "sigmoid", "tanh", "softplus", "exp", "mish", "pad", "constant_pad_nd"}
+)
 #: complex views: a complex element pairs two real rows
 COMPLEX_OPS = frozenset({"view_as_complex", "view_as_real", "polar", "complex"})
 #: contractions of two tensors (``baddbmm`` takes the added tensor first)

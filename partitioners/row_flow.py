@@ -30,8 +30,10 @@ from .attention import AttentionSite
 from .ops import (
     COMPLEX_OPS,
     CONSTANT,
+    CONV_OPS,
     CREATION_OPS,
     ELEMENTWISE_OPS,
+    FEATURE_MAPS,
     IDENTITY_OPS,
     INPLACE_WRITE_OPS,
     MOVE_OPS,
@@ -154,6 +156,29 @@ def _complex(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
     return _elementwise(node, flow)  # polar / complex(real, imag): elementwise pairing
 
 
+def _feature_map(node: fx.Node, flow: LabelFlow) -> torch.Tensor | None:
+    """An activation, a constant pad (padding holds no row) or a depthwise convolution (each
+    channel read from its own input channel along a position axis that holds one row)."""
+    name, labels = op_name(node), flow.labels[args_of(node)[0]]
+    if name in ("pad", "constant_pad_nd"):
+        mode = node.kwargs.get(
+            "mode", args_of(node)[2] if name == "pad" and len(args_of(node)) > 2 else "constant"
+        )
+        return torch.constant_pad_nd(labels, args_of(node)[1], -1) if mode == "constant" else None
+    if name not in CONV_OPS:
+        return labels
+    weight, out = shape_of(args_of(node)[1]), shape_of(node)
+    transposed = name.startswith("conv_transpose") or (
+        name in ("convolution", "_convolution") and args_of(node)[6]
+    )
+    if weight is None or out is None or transposed or weight[1] != 1 or weight[0] != labels.shape[1]:
+        return None
+    per_channel = labels.flatten(2)[..., :1]
+    if not torch.equal(labels.flatten(2), per_channel.expand_as(labels.flatten(2))):
+        return None
+    return per_channel.reshape(*per_channel.shape[:2], *[1] * (len(out) - 2)).expand(out)
+
+
 def _write_alias_chain(node: fx.Node) -> list[fx.Node]:
     """``node`` and the tensors it is a view of, down to the base (written through by ``copy_``)."""
     chain = [node]
@@ -191,6 +216,8 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
         return _elementwise(node, flow)
     if name in COMPLEX_OPS:
         return _complex(node, flow) if mixing else None
+    if name in FEATURE_MAPS or name in CONV_OPS:
+        return _feature_map(node, flow) if mixing and args_of(node)[0] in flow.labels else None
     if name in NORM_OPS:  # a per-head q/k norm: each element keeps its row
         if not mixing or args_of(node)[0] not in flow.labels:
             return None

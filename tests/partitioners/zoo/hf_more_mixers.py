@@ -77,7 +77,6 @@ CASES = [
         | GATED_MLP
         | {k: v for k, v in attention().items() if k != "*.q_proj.weight"},
         may_warn=("*.A_log",),
-        miss="SILENT: linear attention (chunked gated delta rule: no softmax) not read as attention: in_proj_qkvz's per-key-head q | k | v | z interleave gets one block per row, q/k heads lost",
     ),
     Case(
         # MiniMax: layer 0 lightning (linear) attention: qkv_proj -> SiLU -> reshape (B, T, H,
@@ -108,7 +107,6 @@ CASES = [
             "*.self_attn.out_proj.weight": rows(),
             "*.mlp.gate.weight": rows(),
         },
-        miss="SILENT: linear attention (q k^T * decay @ v per block plus a carried k^T v state: no softmax) not read as attention: qkv_proj's per-head q | k | v interleave gets one block per row",
     ),
     Case(
         # LFM2: short-convolution blocks (in_proj -> B | C | x chunk(3) along channels, B * x,
@@ -139,7 +137,8 @@ CASES = [
     Case(
         # Falcon-H1: Mamba-2 mixer and GQA attention in parallel in every layer, with muP
         # multipliers (buffers); in_proj = z | xBC | dt; A_log only through -exp (one block,
-        # a warning allowed); untied head
+        # a warning allowed); untied head. The SSD's B and C (one group) are the key and query
+        # of a linear attention shared by all heads: one block each
         "hf-falcon-h1-parallel-hybrid",
         "transformers",
         built(
@@ -162,7 +161,7 @@ CASES = [
         | GATED_MLP
         | attention()
         | {
-            "*.mamba.in_proj.weight": rows(),
+            "*.mamba.in_proj.weight": segments(per_row(2 * 32), one(8), one(8), per_row(4)),
             "*.mamba.conv1d.weight": whole(),
             "*.mamba.A_log": whole(),
             "*.mamba.D": whole(),
@@ -509,6 +508,5 @@ CASES = [
         | GATED_MLP
         | {k: v for k, v in attention().items() if k != "*.q_proj.weight"},
         may_warn=("*.A_log",),
-        miss="SILENT: linear attention (chunked gated delta rule, no softmax) after a depthwise causal Conv1d over q|k|v not read as attention: in_proj_qkv's q and k heads get one block per row",
     ),
 ]

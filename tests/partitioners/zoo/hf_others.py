@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import transformers as tf
 
-from .blocks import Blocks, element, heads, per_head, per_row, rows, segments, whole
+from .blocks import Blocks, element, heads, one, per_head, per_row, rows, segments, whole
 from .case import Built, Case, seeded, token_ids
 
 V, D, H, HD, FF = 64, 32, 4, 8, 64
@@ -502,7 +502,9 @@ CASES = [
     Case(
         # Mamba-2 (torch path): in_proj = z | x | B | C | dt, depthwise Conv1d over x|B|C,
         # per-head A_log (H,) only through -exp(A_log) (one block, a warning allowed), D (H,)
-        # a 1-D scale, dt_bias (H,) added to dt (a bias), gated RMSNorm
+        # a 1-D scale, dt_bias (H,) added to dt (a bias), gated RMSNorm. The chunked SSD is
+        # linear attention (einsum C.B per head over the state, times the decay, then with x):
+        # B and C are the key and query of one group shared by all heads, one block each
         "hf-mamba2-ssd",
         "transformers",
         lambda: Built(
@@ -526,7 +528,7 @@ CASES = [
         ),
         {
             "backbone.embeddings.weight": rows(),
-            "*.in_proj.weight": rows(),
+            "*.in_proj.weight": segments(per_row(2 * 64), one(8), one(8), per_row(8)),
             "*.conv1d.weight": whole(),
             "*.A_log": whole(),
             "*.mixer.D": whole(),
