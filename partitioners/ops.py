@@ -43,6 +43,7 @@ MOVE_OPS = frozenset(
         "repeat_interleave",
         "numpy_T",
         "view_as",
+        "reshape_as",
         "expand_as",
         "broadcast_to",
         "stack",

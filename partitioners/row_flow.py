@@ -129,6 +129,8 @@ def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
         return operator.getitem(*args)
     if name in ("view", "_unsafe_view"):  # labels may be expanded views: reshape copies then
         return args[0].reshape(args[1])
+    if name in ("view_as", "reshape_as"):
+        return args[0].reshape(args[1].shape)
     return cast(Callable[..., Any], node.target)(*args, **kwargs)  # a call_function node
 
 
@@ -199,7 +201,7 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     if name in ("cat", "stack"):  # an unlabelled tensor joined to the rows holds no row (-1)
         tensors, *rest = args_of(node)
         return cast(Callable[..., Any], node.target)([_resolve(t, flow, fresh=True) for t in tensors], *rest)
-    if name in ("expand_as", "view_as"):  # the other tensor gives only a shape: labels or not
+    if name in ("expand_as", "view_as", "reshape_as"):  # the other gives only a shape, labels or not
         return _run(node, flow, fresh=True)
     if name in CREATION_OPS:
         return _fill(node)

@@ -174,6 +174,27 @@ def test_view_of_expanded_labels_is_run_as_reshape():
     nodes = graph(lambda x, w: torch.ops.aten._unsafe_view(F.linear(x, w), [6]), (3, 3), (2, 3))
     flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
     assert labels_of(flow, nodes["_unsafe_view"]) == [0, 1, 0, 1, 0, 1]
+    # and for view_as / reshape_as, whose shape comes from another (unlabelled) tensor
+    nodes = graph(lambda x, w, o: F.linear(x, w).view_as(o).flip(0), (3, 3), (2, 3), (6,))
+    flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
+    assert labels_of(flow, nodes["flip"]) == [1, 0, 1, 0, 1, 0]
+    nodes = graph(lambda x, w, o: F.linear(x, w).reshape_as(o).flip(0), (3, 3), (2, 3), (2, 3))
+    flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
+    assert labels_of(flow, nodes["flip"]) == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_rotate_every_two_with_reshape_as_pairs_neighbouring_rows():
+    """RoFormer's rotary: ``stack([-q[..., 1::2], q[..., ::2]], -1).reshape_as(q)``."""
+
+    def f(x, w, cos, sin):
+        q = F.linear(x, w)  # (1, 4)
+        return q * cos + torch.stack([-q[..., 1::2], q[..., ::2]], dim=-1).reshape_as(q) * sin
+
+    nodes = graph(f, (1, 3), (4, 3), (1, 4), (1, 4))
+    flow = propagate(nodes["linear"], rows(4))
+    assert labels_of(flow, nodes["reshape_as"]) == [[1, 0, 3, 2]]
+    assert labels_of(flow, nodes["add"]) == [[0, 1, 2, 3]]
+    assert flow.components(4).tolist() == [0, 0, 2, 2]
 
 
 def test_scalar_arithmetic_and_casts_keep_labels_without_mixing():
