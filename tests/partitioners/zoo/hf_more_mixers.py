@@ -379,7 +379,6 @@ CASES = [
         }
         | attention(head_dim=16),
         may_warn=("*.A_log",),
-        miss="SILENT: q = q_proj(x) + adapter(x) (a LoRA-style low-rank Linear pair added to the projection output, as PEFT LoRA does) ends the head reading: q_proj/k_proj and the adapters' up-projections per row, not per head (without adapters the heads are read)",
     ),
     Case(
         # Gemma 3n text: AltUp (2 parallel streams: projections in/out, a router Linear(D, 2),
