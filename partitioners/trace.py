@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 from .ops import CONSTANT
 from .param_names import canonical_names
 from .repeats import collapse_repeated_blocks
+from .subgraphs import inline_subgraph_calls
 from .upper_bounds import UpperBounds, explore
 
 
@@ -235,6 +236,7 @@ _PREFIX = "model."
 
 def _export(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, dict[fx.Node, str]]:
     program = torch.export.export(wrapper, args, kwargs, strict=False)
+    inline_subgraph_calls(program.graph_module)
     constants = program.graph_signature.inputs_to_lifted_tensor_constants
     for node in program.graph.nodes:  # index tensors written in the forward (``x[..., [-2], :]``)
         value = program.constants.get(constants.get(node.name, ""))

@@ -28,6 +28,7 @@ from .zoo.blocks import (
     Blocks,
     element,
     experts,
+    heads,
     per_head,
     per_row,
     rows,
@@ -471,3 +472,65 @@ def test_a_module_cast_to_its_own_dtype_in_the_forward_is_traced():
         "export",
     )
     assert not text
+
+
+# ---- grad-mode and autocast regions (export wraps them in higher-order ops) ---------------------
+class GradModeRegions(nn.Module):
+    """q/k/v computed inside ``torch.no_grad()`` (v's weight first rescaled in place, as RWKV's
+    eval forward does), with an autocast region nested in it; the attention and the output
+    projection after them, in a ``set_grad_enabled(True)`` region. 2 heads of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D, bias=False) for _ in range(4))
+        self.head = nn.Linear(D, V, bias=False)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        B, T, _ = h.shape
+        with torch.no_grad():
+            self.v.weight.div_(2.0)
+            q = self.q(h).view(B, T, 2, 4).transpose(1, 2)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                k = self.k(h).float().view(B, T, 2, 4).transpose(1, 2)
+            v = self.v(h).view(B, T, 2, 4).transpose(1, 2)
+        with torch.set_grad_enabled(True):
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
+            h = h + self.o(out)
+        return self.head(h)
+
+
+def test_parameters_used_in_grad_mode_and_autocast_regions_are_read():
+    plan, text = partition(GradModeRegions(), torch.randint(0, V, (2, T)))
+    expect = {"emb.weight": rows(), "q.weight": heads(4), "k.weight": heads(4)}
+    expect |= {"v.weight": rows(), "o.weight": rows(), "head.weight": rows()}
+    assert sorted(plan) == sorted(expect)
+    for name, blocks in expect.items():
+        assert same_partition(plan_blocks(plan[name]), blocks(plan[name].shape)), f"{name}: {plan[name]}"
+        assert plan[name].decided_by == "export", f"{name}: {plan[name].decided_by}"
+    assert not text
+
+
+def test_grad_mode_and_autocast_subgraphs_are_inlined():
+    from partitioners.subgraphs import inline_subgraph_calls
+
+    wrapper = trace_module._TensorOutputs(
+        trace_module.meta_copy(GradModeRegions()), (meta(2, T, dtype=torch.long),), {}
+    )
+    program = torch.export.export(wrapper, wrapper.inputs(), strict=False)
+    names = lambda: [n.op if n.op != "call_function" else str(n.target) for n in program.graph.nodes]  # noqa: E731
+    # what export gives: the no_grad region as one call, with the autocast region nested in it
+    assert [name for name in names() if name.startswith("wrap_with")] == ["wrap_with_set_grad_enabled"]
+    inline_subgraph_calls(program.graph_module)
+    program.graph.lint()
+    ops = names()
+    assert not [
+        name for name in ops if name.startswith("wrap_with") or "getitem" in name or name == "get_attr"
+    ]
+    assert ops.count("aten.linear.default") == 5 and ops.count("aten.div_.Tensor") == 1
+    # each projection reads its own parameter placeholder (v's through the in-place rescale)
+    params = program.graph_signature.inputs_to_parameters
+    weights = [n.args[1] for n in program.graph.nodes if str(n.target) == "aten.linear.default"]
+    read = sorted(params[(w.args[0] if w.op == "call_function" else w).name] for w in weights)
+    assert read == [f"model.{name}.weight" for name in ("head", "k", "o", "q", "v")]

@@ -300,7 +300,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="every layer runs inside torch.no_grad() in the reversible forward: export wraps it in a wrap_with_set_grad_enabled higher-order op whose subgraph is not read -> all layer params other, warned; axial position tables (broadcast + cat) other, warned",
+        miss="SILENT: scores normalized as exp(s - logsumexp(s)), not by a softmax: no attention site, so query/key/query_key get per row, not per head; axial position tables (broadcast + cat) other, warned",
     ),
     Case(
         # DINOv3 ViT: class token, 2 register tokens and a mask token (used: bool_masked_pos),
