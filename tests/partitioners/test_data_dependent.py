@@ -85,6 +85,39 @@ def test_integer_values_take_their_known_upper_bound():
             meta(1).item()  # a float has no upper bound
 
 
+def test_a_tensor_used_as_a_size_or_a_slice_bound_takes_its_upper_bound():
+    """Longformer: ``torch.arange(counts.max())``; Pixtral: ``x[:, :h // p]`` with ``h`` a 0-d
+    tensor. Both read the value where no torch function sees it."""
+    mask = meta(2, 5, dtype=torch.bool)
+    with UpperBounds():
+        longest = mask.long().sum(1).max()  # at most 5
+        assert torch.arange(longest).shape == (5,)
+        assert torch.zeros(longest, 2).shape == (5, 2)
+        assert meta(2, 7)[:, :longest].shape == (2, 5)
+        picked = meta(4, 3)[meta(dtype=torch.long)]  # a 0-d index itself stays a tensor (a pick)
+        assert picked.shape == (3,)
+
+
+def test_example_input_values_are_computed_with():
+    """An integer input's values (Qwen2-VL's grid_thw) are known: ops on them, including one
+    whose size depends on them, give their exact values; an in-place write forgets them and
+    the values of every view of them."""
+    grid = meta(2, 3, dtype=torch.long)
+    with UpperBounds() as mode:
+        mode.know(grid, torch.tensor([[1, 2, 2], [2, 1, 3]]))
+        sizes = grid[:, 1] * grid[:, 2]  # 4, 3
+        lengths = torch.repeat_interleave(sizes, grid[:, 0])  # 4, 3, 3: no meta kernel gives it
+        assert lengths.shape == (3,) and lengths.tolist() == [4, 3, 3]
+        assert [t.shape[0] for t in torch.split(meta(10), lengths.tolist())] == [4, 3, 3]
+        row = grid[0]
+        row.add_(1)
+        with pytest.raises(UnboundedValue):
+            grid.tolist()
+        with pytest.raises(UnboundedValue):
+            grid[1].tolist()
+        assert torch.arange(3).tolist() == [0, 1, 2]  # made without inputs: known too
+
+
 def test_booleans_follow_the_script_then_true():
     x = meta(3)
     with UpperBounds([False]) as mode:
@@ -93,6 +126,9 @@ def test_booleans_follow_the_script_then_true():
     assert mode.decisions == [False, True, True]
     with UpperBounds():
         assert not torch.equal(meta(2), meta(3))  # other shapes: never equal, nothing decided
+    with UpperBounds([False, True]) as mode:  # ``pad_id in ids`` (HF's padding warning)
+        assert (0 not in meta(3, dtype=torch.long), 1 in meta(3, dtype=torch.long)) == (True, True)
+    assert mode.decisions == [False, True]
 
 
 def test_explore_turns_the_last_true_decision_false_until_a_route_runs():
@@ -371,6 +407,32 @@ def test_masked_select_keeps_every_element(tracer: str):
             "proj.bias": element(),
         },
         tracer,
+    )
+    assert not text
+
+
+class PackedSequences(nn.Module):
+    """Sequences packed in one row and split by lengths computed from an integer input (the
+    count and size of each image's sequences, as Qwen2-VL's ``grid_thw``), attention per
+    sequence; fused q | k | v in 2 heads of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(D, 3 * D, bias=False)
+        self.o = nn.Linear(D, D, bias=False)
+
+    def forward(self, x, grid):  # x (tokens, D), grid (images, 2)
+        lengths = torch.repeat_interleave(grid[:, 1], grid[:, 0]).tolist()
+        q, k, v = self.qkv(x).view(-1, 3, 2, 4).permute(1, 2, 0, 3).unbind(0)  # each (2, tokens, 4)
+        parts = zip(*(t.split(lengths, dim=1) for t in (q, k, v)))
+        out = torch.cat([F.scaled_dot_product_attention(*p) for p in parts], dim=1)
+        return self.o(out.transpose(0, 1).reshape(-1, D))
+
+
+def test_lengths_computed_from_an_integer_input_take_its_values(tracer: str):
+    plan, text = partition(PackedSequences(), torch.randn(T, D), torch.tensor([[1, 2], [2, 2]]))
+    check(
+        plan, {"qkv.weight": segments(per_head(2, 4), per_head(2, 4), per_row(D)), "o.weight": rows()}, tracer
     )
     assert not text
 

@@ -355,7 +355,6 @@ CASES = [
             token_ids(V),
         ),
         bert_layers() | {"*.self.conv.weight": whole(), "*.transform.dense.weight": rows()},
-        miss="trace fails (export: create_bidirectional_mask gives (B, 1, T, T) under export, not broadcastable to the landmark scores (B, H, L, T); fx: .item()); submodule re-traces of cls.* get (1, 8) inputs: structure fallback, q/k heads lost, warned",
     ),
     Case(
         # FNet: token mixing by a 2-D FFT (no attention, no mixing weights), an embedding
