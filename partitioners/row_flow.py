@@ -131,7 +131,7 @@ def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
         return operator.getitem(*args)
     if name in ("view", "_unsafe_view"):  # labels may be expanded views: reshape copies then
         return args[0].reshape(args[1])
-    if name in ("view_as", "reshape_as"):
+    if name == "view_as":
         return args[0].reshape(args[1].shape)
     return cast(Callable[..., Any], node.target)(*args, **kwargs)  # a call_function node
 

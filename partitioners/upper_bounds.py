@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch.fx.experimental import _config as fx_config
@@ -283,7 +283,8 @@ class UpperBounds(TorchFunctionMode):
         if isinstance(obj, dict):
             return {k: self._numbers(v) for k, v in obj.items()}
         if (
-            is_meta(obj)
+            isinstance(obj, torch.Tensor)
+            and is_meta(obj)
             and obj.dim() == 0
             and not (obj.is_floating_point() or obj.is_complex() or obj.dtype == torch.bool)
             and self.bound(obj) is not None
@@ -319,7 +320,7 @@ class UpperBounds(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         if func in _TAKES_NUMBERS:
-            args, kwargs = self._numbers(args), self._numbers(kwargs)
+            args, kwargs = self._numbers(args), cast(dict, self._numbers(kwargs))
         elif func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and len(args) > 1:
             args = (args[0], self._slice_numbers(args[1]), *args[2:])
         handler = self._handlers.get(func)
