@@ -43,6 +43,7 @@ MOVE_OPS = frozenset(
         "repeat_interleave",
         "numpy_T",
         "view_as",
+        "reshape_as",
         "expand_as",
         "broadcast_to",
         "stack",
@@ -222,7 +223,9 @@ WEIGHT_VIEWS = frozenset(
 )
 #: slices of a weight along one axis (a packed weight split into its projections)
 WEIGHT_SLICES = frozenset({"split", "split_with_sizes", "chunk", "slice", "narrow", "unbind"})
-SCALAR_ARITH = frozenset({"add", "sub", "mul", "div", "rsub"})
+#: arithmetic with a number: the tensor keeps its layout (in place too: RWKV rescales its output
+#: weights with ``weight.div_(2 ** k)`` in an eval-mode forward)
+SCALAR_ARITH = frozenset({"add", "sub", "mul", "div", "rsub", "add_", "sub_", "mul_", "div_"})
 
 
 #: ``node.meta`` key of a tensor constant's value, set by the tracer (the label flow reads

@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from .graph_roles import graph_decisions
 from .plan import Decision
 from .trace import TraceError, meta_copy, meta_inputs, trace
-from .upper_bounds import UpperBounds
+from .upper_bounds import UpperBounds, example_values
 
 
 @dataclass
@@ -96,9 +97,13 @@ def capture_inputs(model: nn.Module, args: tuple, kwargs: dict) -> dict[str, tup
     dtype = next((p.dtype for p in copy_.parameters()), torch.float32)
     for input_dtype in (torch.long, dtype):
         runs.append({})
+        meta_args, meta_kwargs = meta_inputs(args, input_dtype), meta_inputs(kwargs, input_dtype)
+        leaves = pytree.tree_leaves((meta_args, meta_kwargs))
         try:
-            with torch.no_grad(), UpperBounds():
-                copy_(*meta_inputs(args, input_dtype), **meta_inputs(kwargs, input_dtype))
+            with torch.no_grad(), UpperBounds() as mode:
+                for i, values in example_values((args, kwargs), (meta_args, meta_kwargs)):
+                    mode.know(leaves[i], values)
+                copy_(*meta_args, **meta_kwargs)
         except Exception:  # the forward failed outside every submodule: keep what was recorded
             continue
         if input_dtype == torch.long and len(runs[0]) == len(modules):

@@ -56,6 +56,8 @@ class LabelFlow:
     labels: dict[fx.Node, Any] = field(default_factory=dict)
     #: position in the graph of the node the labels start at (nodes before it can't carry them)
     start: int = 0
+    #: the node the labels start at
+    source: fx.Node | None = None
     #: rows that met in one element (rotary), as ``a << 32 | b``: they belong to one block
     merged: list[torch.Tensor] = field(default_factory=list)
 
@@ -131,6 +133,8 @@ def _run(node: fx.Node, flow: LabelFlow, fresh: bool = False) -> Any:
         return operator.getitem(*args)
     if name in ("view", "_unsafe_view"):  # labels may be expanded views: reshape copies then
         return args[0].reshape(args[1])
+    if name == "view_as":
+        return args[0].reshape(args[1].shape)
     return cast(Callable[..., Any], node.target)(*args, **kwargs)  # a call_function node
 
 
@@ -187,19 +191,37 @@ def _write_alias_chain(node: fx.Node) -> list[fx.Node]:
     return chain
 
 
+def _computed_from(node: fx.Node, source: fx.Node) -> bool:
+    """``source`` is ``node`` or one of the nodes it is computed from."""
+    order = _node_order(node.graph)
+    seen, todo = {node}, [node]
+    while todo:
+        current = todo.pop()
+        if current is source:
+            return True
+        for arg in current.all_input_nodes:  # nothing before ``source`` can lead back to it
+            if arg not in seen and order[arg] >= order[source]:
+                seen.add(arg)
+                todo.append(arg)
+    return False
+
+
 def _joins_residual_stream(node: fx.Node, flow: LabelFlow) -> bool:
-    """``x + f(x)``: a sum with a computed, unlabelled tensor of the full output shape. The rows
-    of ``f``'s projection end there (past it every later layer would carry them); a bias, a
-    position table or a rotary partner is a parameter, broadcast, or labelled."""
+    """``x + f(x)``: a sum with an unlabelled tensor of the full output shape that the rows'
+    projection is computed from, or that is computed from it. The rows of ``f``'s projection end
+    there (past it every later layer would carry them), and so do ``x``'s when ``x`` is a
+    projection's output. A bias, a position table or a rotary partner is broadcast, labelled, or
+    apart from the rows; so is ``g(x)`` in ``f(x) + g(x)`` (a low-rank adapter added to a
+    projection's output, parallel branches): two projections write the same rows, which go on."""
     if op_name(node).rstrip("_") not in ("add", "sub"):
         return False
-    shape = shape_of(node)
+    shape, source = shape_of(node), flow.source
+    assert source is not None, "set by propagate"
     return any(
         isinstance(a, fx.Node)
         and a not in flow.labels
-        and a.op == "call_function"
-        and CONSTANT not in a.meta
         and shape_of(a) == shape
+        and (_computed_from(source, a) or _computed_from(a, source))
         for a in args_of(node)
     )
 
@@ -226,7 +248,7 @@ def _step(node: fx.Node, flow: LabelFlow, mixing: bool) -> Any:
     if name in ("cat", "stack"):  # an unlabelled tensor joined to the rows holds no row (-1)
         tensors, *rest = args_of(node)
         return cast(Callable[..., Any], node.target)([_resolve(t, flow, fresh=True) for t in tensors], *rest)
-    if name in ("expand_as", "view_as"):  # the other tensor gives only a shape: labels or not
+    if name in ("expand_as", "view_as", "reshape_as"):  # the other gives only a shape, labels or not
         return _run(node, flow, fresh=True)
     if name in CREATION_OPS:
         return _fill(node)
@@ -262,7 +284,7 @@ def propagate(start: fx.Node, labels: torch.Tensor, mixing: bool = True) -> Labe
     what "this tensor *is* that projection's output" means (output head, attention output).
     """
     order = _node_order(start.graph)
-    flow = LabelFlow({start: labels}, order[start])
+    flow = LabelFlow({start: labels}, order[start], source=start)
     heap = [(order[u], id(u), u) for u in start.users]
     heapq.heapify(heap)
     queued = set(start.users)

@@ -27,7 +27,8 @@ from torch.utils import _pytree as pytree
 from .ops import CONSTANT
 from .param_names import canonical_names
 from .repeats import collapse_repeated_blocks
-from .upper_bounds import UpperBounds, explore
+from .subgraphs import inline_subgraph_calls
+from .upper_bounds import UpperBounds, example_values, explore
 
 
 class TraceError(RuntimeError):
@@ -138,11 +139,15 @@ class _TensorOutputs(nn.Module):
     :attr:`bounds` set, the forward runs its data-dependent code at its upper bound.
     """
 
-    def __init__(self, model: nn.Module, args: tuple, kwargs: dict):
+    def __init__(
+        self, model: nn.Module, args: tuple, kwargs: dict, values: Sequence[tuple[int, torch.Tensor]] = ()
+    ):
         super().__init__()
         self.model = model
         leaves, self._spec = pytree.tree_flatten((args, kwargs))
         self._leaves = leaves
+        #: (leaf position, values) of the example inputs whose values are known
+        self._values = list(values)
         self._free = [i for i, leaf in enumerate(leaves) if isinstance(leaf, _PLAIN)]
         #: entered around the model's forward, inside the tracer (so that it sees calls first)
         self.bounds: UpperBounds | None = None
@@ -155,7 +160,11 @@ class _TensorOutputs(nn.Module):
         for i, value in zip(self._free, free):
             leaves[i] = value
         args, kwargs = pytree.tree_unflatten(leaves, self._spec)
-        with self.bounds if self.bounds is not None else contextlib.nullcontext():
+        if self.bounds is None:
+            return tuple(tensor_leaves(self.model(*args, **kwargs)))
+        with self.bounds:
+            for i, values in self._values:
+                self.bounds.know(leaves[i], values)
             return tuple(tensor_leaves(self.model(*args, **kwargs)))
 
 
@@ -235,6 +244,7 @@ _PREFIX = "model."
 
 def _export(wrapper: nn.Module, args: tuple, kwargs: dict) -> tuple[fx.Graph, dict[fx.Node, str]]:
     program = torch.export.export(wrapper, args, kwargs, strict=False)
+    inline_subgraph_calls(program.graph_module)
     constants = program.graph_signature.inputs_to_lifted_tensor_constants
     for node in program.graph.nodes:  # index tensors written in the forward (``x[..., [-2], :]``)
         value = program.constants.get(constants.get(node.name, ""))
@@ -316,7 +326,8 @@ def _trace_copies(
         for dtype in (torch.long, next((p.dtype for p in copy_.parameters()), torch.float32)):
             args = tuple(meta_inputs(tuple(example_inputs), dtype))
             kwargs = meta_inputs(dict(example_kwargs or {}), dtype)
-            wrapper = _TensorOutputs(copy_, args, kwargs)
+            values = example_values((tuple(example_inputs), dict(example_kwargs or {})), (args, kwargs))
+            wrapper = _TensorOutputs(copy_, args, kwargs, values)
             for method, tracer in TRACERS:
 
                 def run(

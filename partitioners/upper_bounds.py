@@ -13,9 +13,16 @@ meta tensors are answered with the largest structure they could have:
 * an integer ``.item()`` (``int()``, ``range()``, a length) is the largest value it can hold when
   that is known from the ops that made it: a count of a boolean mask (``mask.sum()``), its
   ``max``/``min`` and casts. Otherwise it raises :class:`UnboundedValue`.
-* a data-dependent boolean (``if mask.any():``, ``torch.equal``) is a *decision*: ``True`` first
-  (the route that does the work), and :func:`explore` runs the forward again with the last
-  ``True`` turned ``False`` when a route raises (``if x.isnan().any(): raise``).
+* a 0-d integer tensor used as a size or a slice bound (``torch.arange(counts.max())``,
+  ``x[:, :h // p]``), which torch reads below any torch function, is read the same way first.
+* the values of the example inputs' integer tensors are known (:meth:`UpperBounds.know`): an op
+  whose tensor inputs all have known values is also computed on them (on CPU), so lengths made
+  from an image grid (``repeat_interleave(h * w, t).tolist()``) are exact, as is the size of an
+  op that depends on them; a write in place forgets the values written into.
+* a data-dependent boolean (``if mask.any():``, ``torch.equal``, ``pad_id in ids``) is a
+  *decision*: ``True`` first (the route that does the work), and :func:`explore` runs the
+  forward again with the last ``True`` turned ``False`` when a route raises
+  (``if x.isnan().any(): raise``).
 
 A torch-function mode acts on the Python calls, before any tracer sees them, so export (whose
 fake tensors would turn ``nonzero`` into an unbacked size and then refuse to guard on it) and
@@ -35,14 +42,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch.fx.experimental import _config as fx_config
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils.weak import WeakIdKeyDictionary
+
+from .bounded_ops import (
+    getitem,
+    is_meta,
+    mask_free,
+    masked_select_all,
+    nonzero_all,
+    tensor_index,
+    unique_all,
+    where_all,
+)
 
 T = TypeVar("T")
 
@@ -54,108 +73,38 @@ class UnboundedValue(RuntimeError):
     """A data-dependent value of a meta tensor whose upper bound is unknown."""
 
 
-def _is_meta(x: Any) -> bool:
-    return isinstance(x, torch.Tensor) and x.device.type == "meta"
-
-
-def _all_indices(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``x.nonzero(as_tuple=True)`` if every element of ``x`` were nonzero."""
-    if x.dim() == 0:
-        return (torch.zeros(1, dtype=torch.long, device=x.device),)
-    ranges = [torch.arange(n, device=x.device) for n in x.shape]
-    return tuple(g.reshape(-1) for g in torch.meshgrid(*ranges, indexing="ij"))
-
-
-def _nonzero(x: torch.Tensor, *, as_tuple: bool = False, **kwargs: Any) -> Any:
-    if kwargs:
-        return NotImplemented
-    indices = _all_indices(x)
-    if as_tuple:
-        return indices
-    if x.dim() == 0:
-        return torch.zeros(1, 0, dtype=torch.long, device=x.device)
-    return torch.stack(indices, dim=1)
-
-
-def _where(cond: torch.Tensor, *rest: Any, **kwargs: Any) -> Any:
-    return NotImplemented if rest or kwargs else _all_indices(cond)
-
-
-def _masked_select(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    shape = torch.broadcast_shapes(x.shape, mask.shape)
-    return x.expand(shape).reshape(-1)
-
-
-def _unique(
-    x: torch.Tensor,
-    sorted: bool = True,
-    return_inverse: bool = False,
-    return_counts: bool = False,
-    dim: int | None = None,
-) -> Any:
-    if dim is not None:
-        return NotImplemented
-    values = x.reshape(-1)
-    extra = []
-    if return_inverse:
-        extra.append(torch.arange(x.numel(), device=x.device).reshape(x.shape))
-    if return_counts:
-        extra.append(torch.ones(x.numel(), dtype=torch.long, device=x.device))
-    return (values, *extra) if extra else values
-
-
-def _expanded(index: Any) -> tuple[Any, ...]:
-    """A boolean meta mask as the indices of all its elements (one tensor per mask axis)."""
-    if _is_meta(index) and index.dtype in (torch.bool, torch.uint8):
-        return _all_indices(index)
-    return (index,)
-
-
-def _mask_free(index: Any) -> Any:
-    """An index with every boolean meta mask replaced by the indices of all its elements."""
-    if isinstance(index, tuple):
-        return tuple(part for i in index for part in _expanded(i))
-    parts = _expanded(index)
-    return index if parts[0] is index else parts
-
-
-def _tensor_index(index: Any) -> list[torch.Tensor | None] | None:
-    """``x[e]`` with a 0-d integer meta tensor ``e`` (an expert id) as the indices of an
-    ``aten.index``, which keeps ``e`` a tensor: ``__getitem__`` would read its value. ``None``
-    when the index has no such tensor or has parts ``aten.index`` can't take (a partial slice)."""
-    parts = index if isinstance(index, tuple) else (index,)
-    if not any(_is_meta(p) and p.dim() == 0 and not p.is_floating_point() for p in parts):
-        return None
-    if not all(isinstance(p, torch.Tensor) or p == slice(None) for p in parts):
-        return None
-    return [p if isinstance(p, torch.Tensor) else None for p in parts]
-
-
-def _getitem(x: torch.Tensor, index: Any) -> torch.Tensor:
-    index = _mask_free(index)
-    indices = _tensor_index(index)
-    return x[index] if indices is None else torch.ops.aten.index.Tensor(x, indices)
-
-
 #: index tensors made by this mode (every index) have their values recorded up to this size
 _MAX_VALUES = 1 << 16
 _MAKES_INDICES = {torch.nonzero, torch.Tensor.nonzero, torch.argwhere, torch.Tensor.argwhere, torch.where}
-# ops that move values without computing new ones: an index's pieces keep known values
-_MOVES_VALUES = {
-    torch.Tensor.unbind,
-    torch.unbind,
-    torch.Tensor.select,
-    torch.Tensor.squeeze,
-    torch.Tensor.unsqueeze,
-    torch.Tensor.view,
-    torch.Tensor.reshape,
-    torch.Tensor.flatten,
-    torch.Tensor.to,
-    torch.Tensor.long,
-    torch.Tensor.clone,
-    torch.Tensor.contiguous,
-    torch.Tensor.detach,
-}
+
+
+_IN_PLACE_DUNDERS = frozenset(
+    f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor")
+) | {"__setitem__"}
+
+
+def _mutates(func: Callable[..., Any], kwargs: dict) -> bool:
+    """``func`` writes into its first argument (``add_``, ``x[i] = v``, ``+=``) or an ``out=``."""
+    name = getattr(func, "__name__", "")
+    return "out" in kwargs or name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.startswith("__"))
+
+
+def _small_integers(x: Any) -> bool:
+    """``x`` is a meta tensor of integers or booleans small enough to hold its values."""
+    if not is_meta(x) or x.is_floating_point() or x.is_complex():
+        return False
+    numel = x.numel()
+    return isinstance(numel, int) and numel <= _MAX_VALUES
+
+
+def _cpu(x: Any) -> Any:
+    """A device argument (``device=x.device``) as the CPU the values are computed on."""
+    if isinstance(x, str):
+        try:
+            x = torch.device(x)
+        except RuntimeError:
+            return x
+    return torch.device("cpu") if isinstance(x, torch.device) else x
 
 
 @contextmanager
@@ -189,6 +138,26 @@ _KEEPS_BOUND = {
     torch.Tensor.contiguous,
     torch.Tensor.detach,
 }
+# ops that take numbers (sizes, ends, lengths) and accept a 0-d tensor for one, reading its value
+# where no torch function sees it
+_TAKES_NUMBERS = {
+    torch.arange,
+    torch.linspace,
+    torch.zeros,
+    torch.ones,
+    torch.empty,
+    torch.full,
+    torch.narrow,
+    torch.Tensor.new_zeros,
+    torch.Tensor.new_ones,
+    torch.Tensor.new_empty,
+    torch.Tensor.new_full,
+    torch.Tensor.view,
+    torch.Tensor.reshape,
+    torch.Tensor.expand,
+    torch.Tensor.repeat,
+    torch.Tensor.narrow,
+}
 # ops whose integer result is at most their input's bound times the count of elements summed
 _SUMS = {torch.Tensor.sum, torch.sum}
 # ops that count elements: at most the count of elements counted
@@ -211,18 +180,19 @@ class UpperBounds(TorchFunctionMode):
         self._values: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._settings = ExitStack()
         self._handlers: dict[Callable[..., Any], Callable[..., Any]] = {
-            torch.nonzero: _nonzero,
-            torch.Tensor.nonzero: _nonzero,
-            torch.argwhere: lambda x: _nonzero(x),
-            torch.Tensor.argwhere: lambda x: _nonzero(x),
-            torch.where: _where,
-            torch.masked_select: _masked_select,
-            torch.Tensor.masked_select: _masked_select,
-            torch.unique: _unique,
-            torch.Tensor.unique: _unique,
-            torch.Tensor.__getitem__: _getitem,
+            torch.nonzero: nonzero_all,
+            torch.Tensor.nonzero: nonzero_all,
+            torch.argwhere: lambda x: nonzero_all(x),
+            torch.Tensor.argwhere: lambda x: nonzero_all(x),
+            torch.where: where_all,
+            torch.masked_select: masked_select_all,
+            torch.Tensor.masked_select: masked_select_all,
+            torch.unique: unique_all,
+            torch.Tensor.unique: unique_all,
+            torch.Tensor.__getitem__: getitem,
             torch.Tensor.__setitem__: self._setitem,
             torch.Tensor.__bool__: lambda x: self.decide(),
+            torch.Tensor.__contains__: lambda x, element: self.decide(),
             torch.is_nonzero: lambda x: self.decide(),
             torch.equal: self._equal,
             torch.Tensor.equal: self._equal,
@@ -294,8 +264,8 @@ class UpperBounds(TorchFunctionMode):
         return format(self._scalar(x), spec) if x.dim() == 0 else NotImplemented
 
     def _setitem(self, x: torch.Tensor, index: Any, value: Any) -> None:
-        index = _mask_free(index)
-        indices = _tensor_index(index)
+        index = mask_free(index)
+        indices = tensor_index(index)
         if indices is None:
             x[index] = value
         else:
@@ -303,9 +273,35 @@ class UpperBounds(TorchFunctionMode):
                 x, indices, torch.as_tensor(value, dtype=x.dtype, device=x.device)
             )
 
+    def _numbers(self, obj: Any) -> Any:
+        """``obj`` with each 0-d integer meta tensor whose value or bound is known as that number
+        (lists, tuples and slices looked into): a tensor used as a size or a slice bound."""
+        if isinstance(obj, slice):
+            return slice(self._numbers(obj.start), self._numbers(obj.stop), self._numbers(obj.step))
+        if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+            return type(obj)([self._numbers(o) for o in obj])
+        if isinstance(obj, dict):
+            return {k: self._numbers(v) for k, v in obj.items()}
+        if (
+            isinstance(obj, torch.Tensor)
+            and is_meta(obj)
+            and obj.dim() == 0
+            and not (obj.is_floating_point() or obj.is_complex() or obj.dtype == torch.bool)
+            and self.bound(obj) is not None
+        ):
+            return int(self._scalar(obj))
+        return obj
+
+    def _slice_numbers(self, index: Any) -> Any:
+        """A ``__getitem__`` index with its slices' tensor bounds as numbers (a 0-d tensor used
+        as the index itself stays a tensor: an expert pick)."""
+        if isinstance(index, tuple):
+            return tuple(self._numbers(i) if isinstance(i, slice) else i for i in index)
+        return self._numbers(index) if isinstance(index, slice) else index
+
     def _record(self, func: Callable[..., Any], args: tuple, out: Any) -> None:
         """Record the upper bound of an integer result from its input's."""
-        if not (_is_meta(out) and not out.is_floating_point() and args and isinstance(args[0], torch.Tensor)):
+        if not (is_meta(out) and not out.is_floating_point() and args and isinstance(args[0], torch.Tensor)):
             return
         counted = max(1, args[0].numel() // max(1, out.numel()))  # elements reduced into one
         if func in _COUNTS:
@@ -323,38 +319,104 @@ class UpperBounds(TorchFunctionMode):
         self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None
     ) -> Any:
         kwargs = kwargs or {}
+        if func in _TAKES_NUMBERS:
+            args, kwargs = self._numbers(args), cast(dict, self._numbers(kwargs))
+        elif func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__) and len(args) > 1:
+            args = (args[0], self._slice_numbers(args[1]), *args[2:])
         handler = self._handlers.get(func)
         if func is torch.Tensor.__getitem__:  # looked up now: a tracer may have wrapped it
-            handler = _getitem
+            handler = getitem
         out: Any = NotImplemented
-        if handler is not None and args and _is_meta(args[0]):
+        if handler is not None and args and is_meta(args[0]):
             out = handler(*args, **kwargs)
         handled = out is not NotImplemented
         if not handled:
-            out = func(*args, **kwargs)
+            try:
+                out = func(*args, **kwargs)
+            except Exception:  # no meta kernel for a size that depends on values (repeat_interleave)
+                out = self._from_values(func, args, kwargs)
+                if out is None:
+                    raise
+            if is_meta(out) and not all(is_concrete_int(n) for n in out.shape):
+                exact = self._from_values(func, args, kwargs)
+                out = out if exact is None else exact
         self._record(func, args, out[0] if isinstance(out, tuple) and out else out)
-        if (func in _MAKES_INDICES and handled) or func in _MOVES_VALUES or func is torch.Tensor.__getitem__:
-            self._follow_values(func, handler if func in _MAKES_INDICES else func, args, kwargs, out)
+        if func in _MAKES_INDICES and handled:
+            self._follow_values(func, handler, args, kwargs, out)
+        elif func is not torch.Tensor.__getitem__ and _mutates(func, kwargs):  # (a tracer's wrapper)
+            self._forget(args[0] if args else None)
+        else:
+            self._follow_values(func, func, args, kwargs, out)
         return out
+
+    def know(self, x: torch.Tensor, values: torch.Tensor) -> None:
+        """Record the exact values of ``x`` (an example input's): data-dependent code on it then
+        computes with them instead of bounds."""
+        self._values[x] = values
+
+    def _from_values(self, func: Callable[..., Any], args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """``func``'s result as a meta tensor of its exact shape, from its inputs' known values
+        (``None`` when they are not all known): the size a meta kernel can't give."""
+        inputs = [a for a in pytree.tree_leaves((args, kwargs)) if is_meta(a)]
+        if not inputs or not all(a in self._values for a in inputs):
+            return None
+        real = lambda a: self._values[a] if is_meta(a) else _cpu(a)  # noqa: E731
+        try:
+            with _outside_tracing():
+                values = func(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
+        except Exception:
+            return None
+        if not isinstance(values, torch.Tensor):
+            return None
+        out = torch.empty(values.shape, dtype=values.dtype, device="meta")
+        self._values[out] = values
+        return out
+
+    def _forget(self, x: Any) -> None:
+        """``x`` is written in place: its known values, and those of every view sharing them, are
+        no longer known."""
+        if not (is_meta(x) and x in self._values):
+            return
+        with _outside_tracing():
+            storage = self._values[x].untyped_storage().data_ptr()
+            for known in [k for k, v in self._values.items() if v.untyped_storage().data_ptr() == storage]:
+                del self._values[known]
 
     def _follow_values(self, func: Callable[..., Any], run: Any, args: tuple, kwargs: dict, out: Any) -> None:
         """Record the exact values of an index tensor made here, or of a piece of one."""
-        inputs = [a for a in pytree.tree_leaves((args, kwargs)) if _is_meta(a)]
+        inputs = [a for a in pytree.tree_leaves((args, kwargs)) if is_meta(a)]
+        outs = pytree.tree_leaves(out)
         if func in _MAKES_INDICES:
-            if args[0].numel() > _MAX_VALUES:
+            numel = args[0].numel()
+            if not isinstance(numel, int) or numel > _MAX_VALUES:  # a symbolic size: no values
                 return
-            real = lambda a: torch.ones(a.shape, dtype=a.dtype) if _is_meta(a) else a  # noqa: E731
-        elif inputs and all(a in self._values for a in inputs):
-            real = lambda a: self._values[a] if _is_meta(a) else a  # noqa: E731
+            real = lambda a: torch.ones(a.shape, dtype=a.dtype) if is_meta(a) else _cpu(a)  # noqa: E731
+        elif all(a in self._values for a in inputs) and any(_small_integers(o) for o in outs):
+            real = lambda a: self._values[a] if is_meta(a) else _cpu(a)  # noqa: E731
         else:
             return
-        with _outside_tracing():
-            values = run(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
-        outs, found = pytree.tree_leaves(out), pytree.tree_leaves(values)
+        try:
+            with _outside_tracing():
+                values = run(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
+        except Exception:  # an op that doesn't run on CPU tensors: its values stay unknown
+            return
+        found = pytree.tree_leaves(values)
         if len(outs) == len(found):
             for meta, value in zip(outs, found):
-                if _is_meta(meta) and isinstance(value, torch.Tensor) and value.shape == meta.shape:
+                if _small_integers(meta) and isinstance(value, torch.Tensor) and value.shape == meta.shape:
                     self._values[meta] = value
+
+
+def example_values(originals: Any, metas: Any) -> list[tuple[int, torch.Tensor]]:
+    """(position, values) of each small integer tensor among the flattened ``originals`` that has
+    values (not on ``meta``): the example inputs' values, for :meth:`UpperBounds.know` on the meta
+    leaf at that position of the flattened ``metas`` (``torch.Size`` leaves count as one)."""
+    leaves = pytree.tree_leaves(originals, is_leaf=lambda x: isinstance(x, torch.Size))
+    out = []
+    for i, (leaf, meta) in enumerate(zip(leaves, pytree.tree_leaves(metas))):
+        if isinstance(leaf, torch.Tensor) and leaf.device.type != "meta" and _small_integers(meta):
+            out.append((i, leaf.detach().cpu().clone()))
+    return out
 
 
 def explore(run: Callable[[UpperBounds], T], routes: int = MAX_ROUTES) -> T:

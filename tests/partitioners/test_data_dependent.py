@@ -28,6 +28,7 @@ from .zoo.blocks import (
     Blocks,
     element,
     experts,
+    heads,
     per_head,
     per_row,
     rows,
@@ -84,6 +85,39 @@ def test_integer_values_take_their_known_upper_bound():
             meta(1).item()  # a float has no upper bound
 
 
+def test_a_tensor_used_as_a_size_or_a_slice_bound_takes_its_upper_bound():
+    """Longformer: ``torch.arange(counts.max())``; Pixtral: ``x[:, :h // p]`` with ``h`` a 0-d
+    tensor. Both read the value where no torch function sees it."""
+    mask = meta(2, 5, dtype=torch.bool)
+    with UpperBounds():
+        longest = mask.long().sum(1).max()  # at most 5
+        assert torch.arange(longest).shape == (5,)
+        assert torch.zeros(longest, 2).shape == (5, 2)
+        assert meta(2, 7)[:, :longest].shape == (2, 5)
+        picked = meta(4, 3)[meta(dtype=torch.long)]  # a 0-d index itself stays a tensor (a pick)
+        assert picked.shape == (3,)
+
+
+def test_example_input_values_are_computed_with():
+    """An integer input's values (Qwen2-VL's grid_thw) are known: ops on them, including one
+    whose size depends on them, give their exact values; an in-place write forgets them and
+    the values of every view of them."""
+    grid = meta(2, 3, dtype=torch.long)
+    with UpperBounds() as mode:
+        mode.know(grid, torch.tensor([[1, 2, 2], [2, 1, 3]]))
+        sizes = grid[:, 1] * grid[:, 2]  # 4, 3
+        lengths = torch.repeat_interleave(sizes, grid[:, 0])  # 4, 3, 3: no meta kernel gives it
+        assert lengths.shape == (3,) and lengths.tolist() == [4, 3, 3]
+        assert [t.shape[0] for t in torch.split(meta(10), lengths.tolist())] == [4, 3, 3]
+        row = grid[0]
+        row.add_(1)
+        with pytest.raises(UnboundedValue):
+            grid.tolist()
+        with pytest.raises(UnboundedValue):
+            grid[1].tolist()
+        assert torch.arange(3).tolist() == [0, 1, 2]  # made without inputs: known too
+
+
 def test_booleans_follow_the_script_then_true():
     x = meta(3)
     with UpperBounds([False]) as mode:
@@ -92,6 +126,9 @@ def test_booleans_follow_the_script_then_true():
     assert mode.decisions == [False, True, True]
     with UpperBounds():
         assert not torch.equal(meta(2), meta(3))  # other shapes: never equal, nothing decided
+    with UpperBounds([False, True]) as mode:  # ``pad_id in ids`` (HF's padding warning)
+        assert (0 not in meta(3, dtype=torch.long), 1 in meta(3, dtype=torch.long)) == (True, True)
+    assert mode.decisions == [False, True]
 
 
 def test_explore_turns_the_last_true_decision_false_until_a_route_runs():
@@ -374,6 +411,32 @@ def test_masked_select_keeps_every_element(tracer: str):
     assert not text
 
 
+class PackedSequences(nn.Module):
+    """Sequences packed in one row and split by lengths computed from an integer input (the
+    count and size of each image's sequences, as Qwen2-VL's ``grid_thw``), attention per
+    sequence; fused q | k | v in 2 heads of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(D, 3 * D, bias=False)
+        self.o = nn.Linear(D, D, bias=False)
+
+    def forward(self, x, grid):  # x (tokens, D), grid (images, 2)
+        lengths = torch.repeat_interleave(grid[:, 1], grid[:, 0]).tolist()
+        q, k, v = self.qkv(x).view(-1, 3, 2, 4).permute(1, 2, 0, 3).unbind(0)  # each (2, tokens, 4)
+        parts = zip(*(t.split(lengths, dim=1) for t in (q, k, v)))
+        out = torch.cat([F.scaled_dot_product_attention(*p) for p in parts], dim=1)
+        return self.o(out.transpose(0, 1).reshape(-1, D))
+
+
+def test_lengths_computed_from_an_integer_input_take_its_values(tracer: str):
+    plan, text = partition(PackedSequences(), torch.randn(T, D), torch.tensor([[1, 2], [2, 2]]))
+    check(
+        plan, {"qkv.weight": segments(per_head(2, 4), per_head(2, 4), per_row(D)), "o.weight": rows()}, tracer
+    )
+    assert not text
+
+
 class FloatBranch(nn.Module):
     """A branch on a float statistic of the data: it has no upper bound, so no route is taken."""
 
@@ -471,3 +534,65 @@ def test_a_module_cast_to_its_own_dtype_in_the_forward_is_traced():
         "export",
     )
     assert not text
+
+
+# ---- grad-mode and autocast regions (export wraps them in higher-order ops) ---------------------
+class GradModeRegions(nn.Module):
+    """q/k/v computed inside ``torch.no_grad()`` (v's weight first rescaled in place, as RWKV's
+    eval forward does), with an autocast region nested in it; the attention and the output
+    projection after them, in a ``set_grad_enabled(True)`` region. 2 heads of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.q, self.k, self.v, self.o = (nn.Linear(D, D, bias=False) for _ in range(4))
+        self.head = nn.Linear(D, V, bias=False)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        B, T, _ = h.shape
+        with torch.no_grad():
+            self.v.weight.div_(2.0)
+            q = self.q(h).view(B, T, 2, 4).transpose(1, 2)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                k = self.k(h).float().view(B, T, 2, 4).transpose(1, 2)
+            v = self.v(h).view(B, T, 2, 4).transpose(1, 2)
+        with torch.set_grad_enabled(True):
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
+            h = h + self.o(out)
+        return self.head(h)
+
+
+def test_parameters_used_in_grad_mode_and_autocast_regions_are_read():
+    plan, text = partition(GradModeRegions(), torch.randint(0, V, (2, T)))
+    expect = {"emb.weight": rows(), "q.weight": heads(4), "k.weight": heads(4)}
+    expect |= {"v.weight": rows(), "o.weight": rows(), "head.weight": rows()}
+    assert sorted(plan) == sorted(expect)
+    for name, blocks in expect.items():
+        assert same_partition(plan_blocks(plan[name]), blocks(plan[name].shape)), f"{name}: {plan[name]}"
+        assert plan[name].decided_by == "export", f"{name}: {plan[name].decided_by}"
+    assert not text
+
+
+def test_grad_mode_and_autocast_subgraphs_are_inlined():
+    from partitioners.subgraphs import inline_subgraph_calls
+
+    wrapper = trace_module._TensorOutputs(
+        trace_module.meta_copy(GradModeRegions()), (meta(2, T, dtype=torch.long),), {}
+    )
+    program = torch.export.export(wrapper, wrapper.inputs(), strict=False)
+    names = lambda: [n.op if n.op != "call_function" else str(n.target) for n in program.graph.nodes]  # noqa: E731
+    # what export gives: the no_grad region as one call, with the autocast region nested in it
+    assert [name for name in names() if name.startswith("wrap_with")] == ["wrap_with_set_grad_enabled"]
+    inline_subgraph_calls(program.graph_module)
+    program.graph.lint()
+    ops = names()
+    assert not [
+        name for name in ops if name.startswith("wrap_with") or "getitem" in name or name == "get_attr"
+    ]
+    assert ops.count("aten.linear.default") == 5 and ops.count("aten.div_.Tensor") == 1
+    # each projection reads its own parameter placeholder (v's through the in-place rescale)
+    params = program.graph_signature.inputs_to_parameters
+    weights = [n.args[1] for n in program.graph.nodes if str(n.target) == "aten.linear.default"]
+    read = sorted(params[(w.args[0] if w.op == "call_function" else w).name] for w in weights)
+    assert read == [f"model.{name}.weight" for name in ("head", "k", "o", "q", "v")]

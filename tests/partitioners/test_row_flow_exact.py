@@ -21,7 +21,6 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from partitioners import BlockLayout, auto_partition, row_flow
 from partitioners.attention import AttentionSite
-from partitioners.ops import CONSTANT
 from partitioners.row_flow import (
     LabelFlow,
     attention_fed,
@@ -174,6 +173,27 @@ def test_view_of_expanded_labels_is_run_as_reshape():
     nodes = graph(lambda x, w: torch.ops.aten._unsafe_view(F.linear(x, w), [6]), (3, 3), (2, 3))
     flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
     assert labels_of(flow, nodes["_unsafe_view"]) == [0, 1, 0, 1, 0, 1]
+    # and for view_as / reshape_as, whose shape comes from another (unlabelled) tensor
+    nodes = graph(lambda x, w, o: F.linear(x, w).view_as(o).flip(0), (3, 3), (2, 3), (6,))
+    flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
+    assert labels_of(flow, nodes["flip"]) == [1, 0, 1, 0, 1, 0]
+    nodes = graph(lambda x, w, o: F.linear(x, w).reshape_as(o).flip(0), (3, 3), (2, 3), (2, 3))
+    flow = propagate(nodes["linear"], index_labels(nodes["linear"], -1))
+    assert labels_of(flow, nodes["flip"]) == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_rotate_every_two_with_reshape_as_pairs_neighbouring_rows():
+    """RoFormer's rotary: ``stack([-q[..., 1::2], q[..., ::2]], -1).reshape_as(q)``."""
+
+    def f(x, w, cos, sin):
+        q = F.linear(x, w)  # (1, 4)
+        return q * cos + torch.stack([-q[..., 1::2], q[..., ::2]], dim=-1).reshape_as(q) * sin
+
+    nodes = graph(f, (1, 3), (4, 3), (1, 4), (1, 4))
+    flow = propagate(nodes["linear"], rows(4))
+    assert labels_of(flow, nodes["reshape_as"]) == [[1, 0, 3, 2]]
+    assert labels_of(flow, nodes["add"]) == [[0, 1, 2, 3]]
+    assert flow.components(4).tolist() == [0, 0, 2, 2]
 
 
 def test_scalar_arithmetic_and_casts_keep_labels_without_mixing():
@@ -232,21 +252,24 @@ def test_sizes_computed_in_the_graph_are_read_from_their_values():
 
 
 # ---- residual stream -------------------------------------------------------------------------
-def residual(x, w, bias):
-    h = F.linear(x, w)  # the projection whose rows are followed
-    out = torch.tanh(x) + h  # x + f(x): a computed, unlabelled tensor of the full shape
+def residual(x, w_in, w, bias):
+    s = F.linear(x, w_in)  # the stream, itself a projection's output
+    h = F.linear(torch.tanh(s), w)  # f(s)
+    out = s + h  # s + f(s): each side is computed from the other or is what it is computed from
     return out + bias, out.transpose(0, 1)
 
 
 def test_a_residual_sum_ends_the_rows():
-    nodes = graph(residual, (1, 3), (3, 3), (3,))
-    flow = propagate(nodes["linear"], rows(3))
+    nodes = graph(residual, (1, 3), (3, 3), (3, 3), (3,))
+    flow = propagate(nodes["linear_1"], rows(3))  # f's rows: the stream is what f is computed from
+    assert set(flow.labels) == {nodes["linear_1"]}
+    flow = propagate(nodes["linear"], rows(3))  # the stream's rows: f(s) is computed from them
     assert set(flow.labels) == {nodes["linear"]}
 
 
 def test_a_residual_difference_ends_the_rows():
     def f(x, w):
-        return torch.tanh(x) - F.linear(x, w)
+        return x - F.linear(x, w)  # the stream is an input of the graph
 
     nodes = graph(f, (1, 3), (3, 3))
     flow = propagate(nodes["linear"], rows(3))
@@ -270,8 +293,9 @@ def test_a_bias_a_table_or_a_labelled_partner_does_not_end_the_rows():
 
 def test_an_in_place_residual_sum_ends_the_rows():
     def f(x, w):
-        h = F.linear(x, w)
-        return h.add_(torch.tanh(x)).transpose(0, 1)
+        s = torch.tanh(x)
+        h = F.linear(s, w)
+        return h.add_(s).transpose(0, 1)
 
     nodes = graph(f, (1, 3), (3, 3))
     add = next(n for name, n in nodes.items() if name.startswith("add"))
@@ -279,16 +303,86 @@ def test_an_in_place_residual_sum_ends_the_rows():
     assert add not in flow.labels
 
 
-def test_a_sum_with_a_tensor_constant_of_the_forward_keeps_the_rows():
+def test_a_sum_with_a_tensor_made_apart_from_the_rows_keeps_them():
     def f(x, w):
         h = F.linear(x, w)
         return h + torch.ones(1, 3)
 
     nodes = graph(f, (1, 3), (3, 3))
-    assert nodes["add"] not in propagate(nodes["linear"], rows(3)).labels  # computed: ends
-    nodes["ones"].meta[CONSTANT] = torch.ones(1, 3)  # as the tracer marks a constant
     flow = propagate(nodes["linear"], rows(3))
     assert labels_of(flow, nodes["add"]) == [[0, 1, 2]]
+
+
+def lora(x, w, down, up):
+    """A projection with a low-rank adapter added to its output (PEFT's LoRA), in 2 heads of 2."""
+    q = F.linear(x, w) + F.linear(F.linear(x, down), up) * 0.5  # (1, 3, 4)
+    return q.view(1, 3, 2, 2).transpose(1, 2)
+
+
+def test_an_adapter_added_to_a_projection_passes_both_projections_rows():
+    nodes = graph(lora, (1, 3, 4), (4, 4), (1, 4), (4, 1))
+    moved = [[[[0, 1]] * 3, [[2, 3]] * 3]]
+    for projection in ("linear", "linear_2"):  # the projection, and the adapter's up-projection
+        flow = propagate(nodes[projection], index_labels(nodes[projection], -1))
+        assert labels_of(flow, nodes["transpose"]) == moved
+        assert flow.merged == []
+    # the down-projection's rows go into the up-projection: a linear, not data movement
+    flow = propagate(nodes["linear_1"], index_labels(nodes["linear_1"], -1))
+    assert set(flow.labels) == {nodes["linear_1"]}
+
+
+def test_a_residual_sum_ends_the_rows_of_an_adapted_projection():
+    """A stream, a layer whose output projection has an adapter, and the sum with the stream:
+    the projection's and the up-projection's rows pass the adapter's sum and end at the stream's."""
+
+    def f(x, w, down, up):
+        s = torch.tanh(x)  # (1, 3)
+        h = F.linear(s, w) + F.linear(F.linear(s, down), up)
+        return (s + h).flip(-1)
+
+    nodes = graph(f, (1, 3), (3, 3), (1, 3), (3, 1))
+    for projection in ("linear", "linear_2"):
+        flow = propagate(nodes[projection], rows(3))
+        assert labels_of(flow, nodes["add"]) == [[0, 1, 2]]
+        assert nodes["add_1"] not in flow.labels and nodes["flip"] not in flow.labels
+
+
+class LoRAAttention(nn.Module):
+    """Attention whose q, k and v projections each have a rank-2 adapter (PEFT's LoRA) added to
+    their outputs: 2 heads of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(8, 8, bias=False) for _ in range(4))
+        self.down = nn.ModuleList(nn.Linear(8, 2, bias=False) for _ in range(3))
+        self.up = nn.ModuleList(nn.Linear(2, 8, bias=False) for _ in range(3))
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = (
+            (proj(x) + up(down(x))).view(B, T, 2, 4).transpose(1, 2)
+            for proj, down, up in zip((self.q, self.k, self.v), self.down, self.up)
+        )
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, 8)
+        return x + self.o(out)
+
+
+def test_an_attention_with_adapters_reads_heads_for_the_query_and_key_and_their_adapters():
+    plan = auto_partition(LoRAAttention(), (torch.zeros(2, 5, 8),))
+    heads = BlockLayout.rows(0, group=4)
+    assert {name: plan[name].layout for name in plan} == {
+        "q.weight": heads,
+        "k.weight": heads,
+        "v.weight": BlockLayout.rows(0),
+        "o.weight": BlockLayout.rows(0),
+        "down.0.weight": BlockLayout.rows(0),
+        "down.1.weight": BlockLayout.rows(0),
+        "down.2.weight": BlockLayout.rows(0),
+        "up.0.weight": heads,
+        "up.1.weight": heads,
+        "up.2.weight": BlockLayout.rows(0),
+    }
+    assert plan["v.weight"].role == plan["up.2.weight"].role == "value"
 
 
 # ---- rotary, complex views and norms ---------------------------------------------------------

@@ -394,6 +394,6 @@ CASES = [
             "*.bias": element(),
         },
         may_warn=("*.time_decay",),
-        miss="params used inside a torch.no_grad() region (eval-mode _rescale_layers: output.weight.div_): export wraps it in wrap_with_set_grad_enabled, not read -> other, warned; SILENT: time_decay, used only as -exp(p) added to the running WKV state, taken as a bias (per element)",
+        miss="SILENT: time_decay, used only as -exp(p) added to the running WKV state, taken as a bias (per element)",
     ),
 ]

@@ -299,7 +299,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="every layer runs inside torch.no_grad() in the reversible forward: export wraps it in a wrap_with_set_grad_enabled higher-order op whose subgraph is not read -> all layer params other, warned; axial position tables (broadcast + cat) other, warned",
+        miss="SILENT: scores normalized as exp(s - logsumexp(s)), not by a softmax: no attention site, so query/key/query_key get per row, not per head; axial position tables (broadcast + cat) other, warned",
     ),
     Case(
         # DINOv3 ViT: class token, 2 register tokens and a mask token (used: bool_masked_pos),
@@ -378,7 +378,6 @@ CASES = [
         }
         | attention(head_dim=16),
         may_warn=("*.A_log",),
-        miss="SILENT: q = q_proj(x) + adapter(x) (a LoRA-style low-rank Linear pair added to the projection output, as PEFT LoRA does) ends the head reading: q_proj/k_proj and the adapters' up-projections per row, not per head (without adapters the heads are read)",
     ),
     Case(
         # Gemma 3n text: AltUp (2 parallel streams: projections in/out, a router Linear(D, 2),
