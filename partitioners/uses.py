@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from torch import fx
 
+from .features import FeatureReader, is_weight
 from .ops import (
     BATCHED_PROJECTION_OPS,
     CONV_OPS,
@@ -34,6 +35,10 @@ from .ops import (
 _UNARY = frozenset(
     {"tanh", "sigmoid", "exp", "softplus", "neg", "abs", "log", "sqrt", "rsqrt", "pow", "clamp"}
 )
+#: the ones that reparametrise it: ``-exp(p)`` added to a recurrent state is a decay rate, no bias
+_REPARAMETRISING = _UNARY - {"neg", "abs", "clamp"}
+#: ops that read only the dtype or shape of a tensor given after their first argument
+_METADATA_READS = frozenset({"type_as", "to", "_to_copy", "expand_as", "view_as", "reshape_as"})
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,15 @@ Axis = int | Outer | None
 class Use:
     """How one op consumes a parameter.
 
-    ``kind``: embedding | project | conv | scale | shift | table | token | unknown. For
-    projections and tables, ``axis`` is the parameter axis indexing the op's outputs,
-    ``batch_axes`` the expert axes, ``node``/``out_dim`` the op output and its feature dimension,
-    and ``rows`` the slice of the parameter along ``axis`` the op reads (``None``: all of it).
-    An expert axis picked by a routing index (``W[e]``) stays a batch axis.
+    ``kind``: embedding | project | conv | scale | shift | table | tokens | token | unknown.
+    For projections, ``axis`` is the parameter axis indexing the op's outputs, ``batch_axes``
+    the expert axes, ``node``/``out_dim`` the op output and its feature dimension, and ``rows``
+    the slice of the parameter along ``axis`` the op reads (``None``: all of it). An expert axis
+    picked by a routing index (``W[e]``) or by a constant one (``W[i]`` in a loop over experts,
+    ``picks``: the (axis, index) pairs) stays a batch axis; ``inner`` are further output axes
+    (an einsum weight ``(D, H, HD)`` giving ``(..., H, HD)``: ``axis`` is H, ``inner`` HD).
+    For tables (``table``: added along positions; ``tokens``: the activation input of a linear
+    map or a norm), ``axis`` and ``batch_axes`` are the position axes (``None``: one token).
     """
 
     kind: str
@@ -67,6 +76,8 @@ class Use:
     out_dim: int = -1
     input: fx.Node | None = None
     rows: tuple[int, int] | None = None
+    picks: tuple[tuple[int, int], ...] = ()
+    inner: tuple[int, ...] = ()
 
 
 # ---- following a weight to its consumers -----------------------------------------------------
@@ -179,28 +190,47 @@ def _slices(node: fx.Node, axes: list[Axis], windows: dict[int, tuple[int, int]]
     return out
 
 
-def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
-    """``W[ids]`` on axis 0 that reads a table: ids with two or more axes (positions per token),
-    or a fixed index buffer (a relative-position table's lookup pattern). Expert weights are
-    indexed by ids computed from the routing instead."""
+def _looked_up_axis(node: fx.Node, ndim: int) -> int | None:
+    """The axis ``W[..., ids]`` reads a table along, if it is one: a single index tensor (after
+    full slices) with two or more axes (positions per token), or a fixed index buffer (a
+    relative-position table's lookup, LeViT's ``biases[:, idx]``). Expert weights are indexed by
+    ids computed from the routing instead."""
     indices, out_shape = args_of(node)[1], shape_of(node)
-    if out_shape is None or not indices or not isinstance(indices[0], fx.Node):
-        return False
-    if any(i is not None for i in indices[1:]):
-        return False
-    return len(out_shape) > ndim or indices[0].op == "placeholder"
+    given = [i for i, index in enumerate(indices or ()) if index is not None]
+    if out_shape is None or len(given) != 1 or given[0] != len(indices) - 1:
+        return None
+    ids = indices[given[0]]
+    if not isinstance(ids, fx.Node):
+        return None
+    return given[0] if len(out_shape) > ndim or ids.op == "placeholder" else None
 
 
-def _einsum_use(node: fx.Node, index: int, axes: list[Axis]) -> Use:
+def _einsum_use(node: fx.Node, index: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
+    """An einsum operand: its letters that reach the output through it alone are its output axes;
+    the first of them in the output indexes the rows, the rest are ``inner`` axes. Contracted
+    with weights only, it is the activation: a learned token set."""
     equation = args_of(node)[0].replace(" ", "")
     inputs, output = equation.split("->")
     subs = inputs.split(",")
     mine, others = subs[index], "".join(s for i, s in enumerate(subs) if i != index)
-    outs = [c for c in mine if c in output and c not in others]
+    operands = [o for i, o in enumerate(args_of(node)[1]) if i != index]
+    if operands and all(isinstance(o, fx.Node) and is_weight(o) for o in operands):
+        return _along("tokens", [axes[i] for i in _live(axes, shape) if mine[i] in output])
+    outs = sorted((c for c in mine if c in output and c not in others), key=output.index)
     batch = tuple(a for a, c in zip(axes, mine) if c in output and c in others and a is not None)
-    if len(outs) != 1 or "." in equation:
+    if not outs or "." in equation:
         return Use("unknown")
-    return Use("project", _whole(axes[mine.index(outs[0])]), batch, node, output.index(outs[0]))
+    inner = [_whole(axes[mine.index(c)]) for c in outs[1:]]
+    if any(a is None for a in inner):
+        return Use("unknown")
+    return Use(
+        "project",
+        _whole(axes[mine.index(outs[0])]),
+        batch,
+        node,
+        output.index(outs[0]),
+        inner=tuple(cast(list[int], inner)),
+    )
 
 
 def _matmul_use(node: fx.Node, pos: int, axes: list[Axis], first: int) -> Use:
@@ -226,22 +256,91 @@ def _from_batched_projection(node: fx.Node) -> bool:
     return False
 
 
-def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[Axis], shape: tuple[int, ...]) -> Use:
-    """A weight view multiplied with or added to an activation."""
-    live = [(i, a) for i, a in enumerate(axes) if isinstance(a, Outer) or (a is not None and shape[a] > 1)]
-    name = op_name(user).rstrip("_")
-    if len(live) <= 1:  # broadcast over everything but one axis: a scale or a bias
-        return Use("scale") if name in ("mul", "div") else Use("shift")
-    if name not in ("add", "sub"):
+def _along(kind: str, axes: Sequence[Axis]) -> Use:
+    """A table use along the parameter axes ``axes`` (a flat axis viewed as a grid counts once)."""
+    whole: list[int] = []
+    for a in axes:
+        a = a.axis if isinstance(a, Outer) else a
+        if a is not None and a not in whole:
+            whole.append(a)
+    if not whole:
+        return Use(kind)
+    return Use(kind, whole[0], tuple(whole[1:]))
+
+
+def _live(axes: list[Axis], shape: tuple[int, ...]) -> list[int]:
+    """The view axes that hold more than one element of the parameter."""
+    return [i for i, a in enumerate(axes) if isinstance(a, Outer) or (a is not None and shape[a] > 1)]
+
+
+def _off_features(user: fx.Node, node: fx.Node, live: list[int], features: FeatureReader) -> list[int] | None:
+    """The weight view's ``live`` axes that don't line up with a feature axis of the activation
+    it meets (``None``: that activation's features are unknown)."""
+    other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
+    view, other_shape = shape_of(node), shape_of(other)
+    if other is None or view is None or other_shape is None:
+        return None
+    found = features(other)
+    if found is None:
+        return None
+    shift = len(other_shape) - len(view)
+    return [i for i in live if i + shift not in found]
+
+
+def _elementwise_use(
+    user: fx.Node,
+    node: fx.Node,
+    axes: list[Axis],
+    shape: tuple[int, ...],
+    view: _View,
+    features: FeatureReader,
+) -> Use:
+    """A weight view multiplied with or added to an activation: along the activation's feature
+    axes only, a bias or a scale; along its positions, a table."""
+    live = _live(axes, shape)
+    adds = op_name(user).rstrip("_") in ("add", "sub")
+    off = _off_features(user, node, live, features) if len(live) > 1 else []
+    if off == []:  # one axis, or only feature axes: a bias or a scale
+        if adds and view.reparametrised:
+            return Use("unknown")  # -exp(p) added to a state: a decay rate, no bias
+        return Use("shift") if adds else Use("scale")
+    if not adds:
         return Use("unknown")
     other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
     if other is not None and _from_batched_projection(other):
         return Use("shift")  # a per-expert bias (n_experts, out)
-    first = live[0][1]  # a position table: rows along its first non-feature axis
-    return Use("table", first) if isinstance(first, int) else Use("unknown")
+    # a position table: one block per position (all live axes but the features; unknown
+    # features: all but the last live axis)
+    positions = live[:-1] if off is None else off
+    use = _along("table", [axes[i] for i in positions])
+    return use if use.axis is not None else Use("unknown")
 
 
-def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
+def _norm_input(user: fx.Node) -> bool:
+    """``user`` normalises its input over trailing axes (layer norm, RMS norm)."""
+    return "layer_norm" in op_name(user) or "rms_norm" in op_name(user)
+
+
+def _conv_use(user: fx.Node, axes: list[Axis], shape: tuple[int, ...]) -> Use:
+    """A convolution's weight; a kernel-1 one is also read as a projection of its channels."""
+    args = args_of(user)
+    transposed = op_name(user).startswith("conv_transpose") or (
+        op_name(user) in ("convolution", "_convolution") and len(args) > 6 and bool(args[6])
+    )
+    if transposed or axes != list(range(len(shape))) or any(s != 1 for s in shape[2:]):
+        return Use("conv")
+    return Use("conv", 0, (), user, 1, args[0] if isinstance(args[0], fx.Node) else None)
+
+
+def _consumer_use(
+    node: fx.Node,
+    user: fx.Node,
+    pos: int,
+    axes: list[Axis],
+    shape: tuple[int, ...],
+    view: _View,
+    features: FeatureReader,
+) -> Use:
     name = op_name(user)
     if name in EMBEDDING_OPS:
         return Use("embedding", _whole(axes[0])) if pos == 0 else Use("unknown")
@@ -255,13 +354,15 @@ def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shap
                 -1,
                 args_of(user)[0],
             )
+        if pos == 0:  # the activation: a learned token set, one block per token
+            return _along("tokens", [axes[i] for i in _live(axes, shape) if i != len(axes) - 1])
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
         return _matmul_use(user, pos, axes, 0)
     if name in ("addmm", "baddbmm", "addbmm"):
         return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1)
     if name == "einsum":
-        return _einsum_use(user, pos - 1, axes) if pos >= 1 else Use("unknown")
+        return _einsum_use(user, pos - 1, axes, shape) if pos >= 1 else Use("unknown")
     if "grouped_mm" in name:
         if pos == 1:
             return Use(
@@ -274,12 +375,15 @@ def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shap
             )
         return Use("unknown")
     if name in CONV_OPS:
-        return Use("shift") if pos == 2 else Use("conv") if pos == 1 else Use("unknown")
+        return Use("shift") if pos == 2 else _conv_use(user, axes, shape) if pos == 1 else Use("unknown")
     if name in NORM_OPS:
         weight, bias = NORM_OPS[name]
+        if pos == 0 and _norm_input(user):  # normalised over its trailing axes: tokens before them
+            normed = len(args_of(user)[1]) if len(args_of(user)) > 1 else 1
+            return _along("tokens", [axes[i] for i in _live(axes, shape) if i < len(axes) - normed])
         return Use("scale") if pos == weight else Use("shift") if pos == bias else Use("unknown")
     if name.rstrip("_") in ("mul", "div", "add", "sub"):
-        return _elementwise_use(user, node, axes, shape)
+        return _elementwise_use(user, node, axes, shape, view, features)
     if name in ("where", "masked_scatter"):  # a learned token put where a mask says
         return Use("token")
     return Use("unknown")
@@ -294,9 +398,21 @@ def _position(user: fx.Node, node: fx.Node) -> int:
     return -1
 
 
-#: a weight view: its node, the parameter axis of each of its axes, the rows each slice holds,
-#: the expert axes a routing index picked
-_Item = tuple[fx.Node, list[Axis], dict[int, tuple[int, int]], tuple[int | Outer, ...]]
+@dataclass(frozen=True)
+class _View:
+    """A view of a weight on the way to its consumers."""
+
+    node: fx.Node
+    #: the parameter axis each of its axes is
+    axes: list[Axis]
+    #: the rows each slice on the way holds, per parameter axis
+    windows: dict[int, tuple[int, int]]
+    #: expert axes a routing index picked
+    picked: tuple[int | Outer, ...] = ()
+    #: (axis, index) of each constant index taken (``W[i]``)
+    picks: tuple[tuple[int, int], ...] = ()
+    #: passed through a reparametrising map (``exp``, ``softplus``...)
+    reparametrised: bool = False
 
 
 def _picked(user: fx.Node, axes: list[Axis], moved: list[Axis]) -> tuple[int | Outer, ...]:
@@ -307,53 +423,102 @@ def _picked(user: fx.Node, axes: list[Axis], moved: list[Axis]) -> tuple[int | O
     return ()
 
 
-def _placed(use: Use, windows: dict[int, tuple[int, int]], picked: tuple[int | Outer, ...]) -> Use:
+def _pick(user: fx.Node, axes: list[Axis]) -> tuple[tuple[int, int], ...]:
+    """``W[i]`` with a constant ``i`` (a Python loop over experts): the (axis, index) taken."""
+    args = args_of(user)
+    if op_name(user) != "select" or not isinstance(args[2], int):
+        return ()
+    axis = axes[args[1] % len(axes)]
+    return ((axis, args[2]),) if isinstance(axis, int) else ()
+
+
+def _placed(use: Use, view: _View) -> Use:
     """``use`` with the rows its slice holds and the expert axes picked on the way to it. A
     split axis the op itself batches over (a weight viewed per head, no expert picked) is no
     expert axis: that use stays unexplained, as before the split was read."""
     if any(isinstance(b, Outer) for b in use.batch_axes):
         return Use("unknown")
-    if use.kind == "project" and picked:
-        use = Use(**{**use.__dict__, "batch_axes": use.batch_axes + picked})
-    if use.axis is not None and use.axis in windows:
-        use = Use(**{**use.__dict__, "rows": windows[use.axis]})
+    if use.kind == "project" and (view.picked or view.picks):
+        batch = use.batch_axes + view.picked + tuple(a for a, _ in view.picks)
+        use = replace(use, batch_axes=batch, picks=view.picks)
+    if use.kind in ("project", "conv") and use.axis is not None and use.axis in view.windows:
+        use = replace(use, rows=view.windows[use.axis])
     return use
 
 
-def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
-    """Every consumer of a parameter, seen through the views and slices taken of it."""
+def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
+    """A weight concatenated with other tensors: the projections the concatenation feeds along
+    the weight's own axes (MobileBERT's ``h @ cat([E.t(), W], 0)``), else a token (a class
+    token, sink logits: one block)."""
+    dim = args_of(user)[1] if len(args_of(user)) > 1 else 0
+    axes = list(view.axes)
+    if not isinstance(dim, int) or not axes:
+        return [Use("token")]
+    axes[dim % len(axes)] = None
+    found = _walk(replace(view, node=user, axes=axes, windows={}), shape, features)
+    if found and all(u.kind == "project" and u.axis is not None for u in found):
+        return found
+    return [Use("token")]
+
+
+def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
+    """The uses of every consumer reached from ``start`` (a view of a parameter shaped
+    ``shape``) through views and slices."""
     uses: list[Use] = []
-    stack: list[_Item] = [(placeholder, list(range(len(shape))), {}, ())]
+    stack = [start]
     while stack:
-        node, axes, windows, picked = stack.pop()
+        view = stack.pop()
+        node, axes = view.node, view.axes
         for user in node.users:
             name = op_name(user)
             if name == "_assert_tensor_metadata":
                 continue
             pos = _position(user, node)
             others = [a for a in args_of(user) if isinstance(a, fx.Node) and a is not node]
-            if (
+            if name in _METADATA_READS and pos >= 1:
+                continue  # x.type_as(w): only its dtype is read
+            if name == "_weight_norm":  # g * v / |v|: v is the weight, g scales it
+                uses.extend([Use("scale")] if pos == 1 else [])
+                if pos == 0:
+                    stack.append(replace(view, node=user))
+            elif (
                 name in IDENTITY_OPS
                 or name in ("contiguous", "clone")
                 or (name in SCALAR_ARITH | _UNARY and not others)
             ):
-                stack.append((user, axes, windows, picked))
+                changed = view.reparametrised or name in _REPARAMETRISING
+                stack.append(replace(view, node=user, reparametrised=changed))
             elif name in WEIGHT_SLICES and pos == 0:
-                pieces = _slices(user, axes, windows)
+                pieces = _slices(user, axes, view.windows)
                 if pieces is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.extend((*piece, picked) for piece in pieces)
-            elif name == "index" and pos == 0 and _looks_up_rows(user, len(axes)):
-                uses.append(Use("embedding", _whole(axes[0])))  # W[ids] with ids of any shape: a table
+                    stack.extend(replace(view, node=n, axes=a, windows=w) for n, a, w in pieces)
+            elif name == "index" and pos == 0 and (looked_up := _looked_up_axis(user, len(axes))) is not None:
+                uses.append(Use("embedding", _whole(axes[looked_up])))  # W[ids]: a table
             elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)
                 if moved is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.append((user, moved, windows, picked + _picked(user, axes, moved)))
-            elif pos < 0:  # inside a list argument: cat (a token, sink logits), index
-                uses.append(Use("token" if name == "cat" else "unknown"))
+                    picked = view.picked + _picked(user, axes, moved)
+                    stack.append(
+                        replace(
+                            view, node=user, axes=moved, picked=picked, picks=view.picks + _pick(user, axes)
+                        )
+                    )
+            elif pos < 0:  # inside a list argument: cat (a token, sink logits, a stacked head), index
+                uses.extend(_concatenated(user, view, shape, features) if name == "cat" else [Use("unknown")])
             else:
-                uses.append(_placed(_consumer_use(node, user, pos, axes, shape), windows, picked))
+                use = _consumer_use(node, user, pos, axes, shape, view, features)
+                uses.append(_placed(use, view))
     return uses
+
+
+def parameter_uses(
+    placeholder: fx.Node, shape: tuple[int, ...], features: FeatureReader | None = None
+) -> list[Use]:
+    """Every consumer of a parameter, seen through the views and slices taken of it
+    (``features``: a reader shared by the parameters of one graph)."""
+    start = _View(placeholder, list(range(len(shape))), {})
+    return _walk(start, shape, features or FeatureReader())
