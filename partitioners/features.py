@@ -10,6 +10,8 @@ convolution's channel axis, carried through views, transposes and shape-keeping 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from torch import fx
 
 from .ops import CONV_OPS, EMBEDDING_OPS, args_of, is_tensor, op_name, shape_of
@@ -42,14 +44,29 @@ _MAX_DEPTH = 48
 
 
 class FeatureReader:
-    """Feature axes of graph nodes, each node read once."""
+    """Feature axes of graph nodes, each node read once. ``weights``: the parameter placeholders
+    (``None``: every placeholder)."""
 
-    def __init__(self) -> None:
+    def __init__(self, weights: Collection[fx.Node] | None = None) -> None:
+        self._weights = weights
         self._known: dict[fx.Node, Features] = {}
         self._cut = False  # the reading in progress hit the depth limit
 
     def __call__(self, node: fx.Node) -> Features:
         return self._read(node, 0)[0]
+
+    def is_weight(self, node: fx.Node) -> bool:
+        """``node`` is a parameter, maybe seen through casts and transposes."""
+        for _ in range(4):
+            if node.op == "placeholder":
+                return self._weights is None or node in self._weights
+            if op_name(node) not in _PERMUTE | {"to", "_to_copy", "type_as", "detach", "alias", "contiguous"}:
+                return False
+            source = args_of(node)[0]
+            if not isinstance(source, fx.Node):
+                return False
+            node = source
+        return False
 
     def _read(self, node: fx.Node, depth: int) -> tuple[Features, bool]:
         """(features, whether the depth limit cut the reading short)."""
@@ -139,7 +156,7 @@ class FeatureReader:
             shift = nd - len(a_shape)
             found |= {i + shift for i in left if i != len(a_shape) - 1 and i + shift >= 0}
         b_shape = shape_of(b)
-        if is_weight(b) or (right is not None and b_shape is not None and len(b_shape) - 1 in right):
+        if self.is_weight(b) or (right is not None and b_shape is not None and len(b_shape) - 1 in right):
             found.add(nd - 1)
         return frozenset(found) if found or left is not None or right is not None else None
 
@@ -154,23 +171,9 @@ class FeatureReader:
         for sub, operand in zip(inputs.split(","), args_of(node)[1], strict=False):
             if not isinstance(operand, fx.Node):
                 return None
-            inner = frozenset(range(len(sub))) if is_weight(operand) else self._of(operand, depth)
+            inner = frozenset(range(len(sub))) if self.is_weight(operand) else self._of(operand, depth)
             found |= {output.index(c) for i, c in enumerate(sub) if c in output and inner and i in inner}
         return frozenset(found)
-
-
-def is_weight(node: fx.Node) -> bool:
-    """``node`` is a placeholder (a parameter), maybe seen through casts and transposes."""
-    for _ in range(4):
-        if node.op == "placeholder":
-            return True
-        if op_name(node) not in _PERMUTE | {"to", "_to_copy", "type_as", "detach", "alias", "contiguous"}:
-            return False
-        source = args_of(node)[0]
-        if not isinstance(source, fx.Node):
-            return False
-        node = source
-    return False
 
 
 def _permutation(name: str, args: tuple, nd: int) -> list[int]:

@@ -143,14 +143,14 @@ def _as_segments(decision: Decision, n_rows: int) -> list[Segment]:
 
 def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:
     """A weight read by projections, whole or in row slices (a packed ``in_proj`` split)."""
-    placements = {(u.axis, u.batch_axes, u.inner) for u in uses}
+    placements = {(u.axis, u.batch_axes, u.inner, tuple(a for a, _ in u.picks)) for u in uses}
     if len(placements) != 1:
         return None
-    axis, batch, inner = placements.pop()
+    axis, batch, inner, picked = placements.pop()
     if axis is None:
         return None
-    if batch:
-        return _expert_projections(uses, shape, axis, batch, ctx)
+    if batch or picked:
+        return _expert_projections(uses, shape, axis, batch + picked, ctx)
     found = _row_decision(uses, shape, axis, ctx)
     return found if found is None or not inner else _with_inner(found, inner)
 
@@ -192,8 +192,9 @@ def _with_inner(decision: Decision, inner: tuple[int, ...]) -> Decision | None:
 def _expert_projections(
     uses: list[Use], shape: tuple[int, ...], axis: int, batch: tuple[int | Outer, ...], ctx: GraphContext
 ) -> Decision | None:
-    """Expert weights: one block per (expert, output neuron); experts taken one by one by a
-    constant index (``W[i]``) are read each like a plain weight, so their query/key heads show."""
+    """Expert weights: one block per (expert, output neuron). Parts taken one by one by a
+    constant index (``W[i]``: experts in a loop, or stacked projections) are read each like a
+    plain weight: their query/key heads show, and parts of different roles are no experts."""
     layout = _expert_layout(axis, batch)
     if layout is None:
         return None
@@ -236,7 +237,8 @@ def _expert_layout(axis: int, batch: tuple[int | Outer, ...]) -> BlockLayout | N
 
 def _table(uses: list[Use], kinds: set[str]) -> Decision | None:
     """Rows read by position (a table added along positions) or used as tokens (the input of a
-    linear map or a norm): one block per position or token; one token: one block."""
+    linear map or a norm): one block per position or token; one token (also added to the
+    activations its own projection gives: a residual): one block."""
     placements = {(u.axis, u.batch_axes) for u in uses}
     if len(placements) != 1:
         return None
@@ -272,7 +274,7 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
         axes = {u.axis for u in uses}
         axis = axes.pop() if len(axes) == 1 else None
         return None if axis is None else Decision("embedding", BlockLayout.rows(axis))
-    if kinds <= {"table", "tokens"}:
+    if kinds <= {"table", "tokens"} or ("tokens" in kinds and kinds <= {"table", "tokens", "shift"}):
         return _table(uses, kinds)
     if kinds == {"token"}:
         return Decision("token", BlockLayout.tensor())
@@ -309,7 +311,7 @@ def graph_decisions(
     output = next(n for n in graph.nodes if n.op == "output")
     ctx = GraphContext(sites, attention_fed(sites), output, whole_model)
     reading = GraphReading({}, set())
-    features = FeatureReader()
+    features = FeatureReader(set(params))
     for node, name in params.items():
         if name not in shapes:
             continue

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from torch import fx
 
-from .features import FeatureReader, is_weight
+from .features import FeatureReader
 from .ops import (
     BATCHED_PROJECTION_OPS,
     CONV_OPS,
@@ -62,8 +62,8 @@ class Use:
     For projections, ``axis`` is the parameter axis indexing the op's outputs, ``batch_axes``
     the expert axes, ``node``/``out_dim`` the op output and its feature dimension, and ``rows``
     the slice of the parameter along ``axis`` the op reads (``None``: all of it). An expert axis
-    picked by a routing index (``W[e]``) or by a constant one (``W[i]`` in a loop over experts,
-    ``picks``: the (axis, index) pairs) stays a batch axis; ``inner`` are further output axes
+    picked by a routing index (``W[e]``) stays a batch axis; ``picks`` are the (axis, index)
+    pairs of constant indices taken (``W[i]`` in a loop over experts, or a stacked weight's part); ``inner`` are further output axes
     (an einsum weight ``(D, H, HD)`` giving ``(..., H, HD)``: ``axis`` is H, ``inner`` HD).
     For tables (``table``: added along positions; ``tokens``: the activation input of a linear
     map or a norm), ``axis`` and ``batch_axes`` are the position axes (``None``: one token).
@@ -205,7 +205,9 @@ def _looked_up_axis(node: fx.Node, ndim: int) -> int | None:
     return given[0] if len(out_shape) > ndim or ids.op == "placeholder" else None
 
 
-def _einsum_use(node: fx.Node, index: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
+def _einsum_use(
+    node: fx.Node, index: int, axes: list[Axis], shape: tuple[int, ...], features: FeatureReader
+) -> Use:
     """An einsum operand: its letters that reach the output through it alone are its output axes;
     the first of them in the output indexes the rows, the rest are ``inner`` axes. Contracted
     with weights only, it is the activation: a learned token set."""
@@ -214,7 +216,7 @@ def _einsum_use(node: fx.Node, index: int, axes: list[Axis], shape: tuple[int, .
     subs = inputs.split(",")
     mine, others = subs[index], "".join(s for i, s in enumerate(subs) if i != index)
     operands = [o for i, o in enumerate(args_of(node)[1]) if i != index]
-    if operands and all(isinstance(o, fx.Node) and is_weight(o) for o in operands):
+    if operands and all(isinstance(o, fx.Node) and features.is_weight(o) for o in operands):
         return _along("tokens", [axes[i] for i in _live(axes, shape) if mine[i] in output])
     outs = sorted((c for c in mine if c in output and c not in others), key=output.index)
     batch = tuple(a for a, c in zip(axes, mine) if c in output and c in others and a is not None)
@@ -362,7 +364,7 @@ def _consumer_use(
     if name in ("addmm", "baddbmm", "addbmm"):
         return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1)
     if name == "einsum":
-        return _einsum_use(user, pos - 1, axes, shape) if pos >= 1 else Use("unknown")
+        return _einsum_use(user, pos - 1, axes, shape, features) if pos >= 1 else Use("unknown")
     if "grouped_mm" in name:
         if pos == 1:
             return Use(
@@ -439,8 +441,7 @@ def _placed(use: Use, view: _View) -> Use:
     if any(isinstance(b, Outer) for b in use.batch_axes):
         return Use("unknown")
     if use.kind == "project" and (view.picked or view.picks):
-        batch = use.batch_axes + view.picked + tuple(a for a, _ in view.picks)
-        use = replace(use, batch_axes=batch, picks=view.picks)
+        use = replace(use, batch_axes=use.batch_axes + view.picked, picks=view.picks)
     if use.kind in ("project", "conv") and use.axis is not None and use.axis in view.windows:
         use = replace(use, rows=view.windows[use.axis])
     return use

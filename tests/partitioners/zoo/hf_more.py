@@ -163,7 +163,6 @@ CASES = [
         "transformers",
         built(lambda: tf.CohereForCausalLM(tf.CohereConfig(**decoder(use_qk_norm=True))), token_ids(V)),
         without(llama_layers(), {"lm_head.weight"}),  # the q/k norm scales match "*norm.weight"
-        miss="warned, layout right: a 2-D (heads, head_dim) LayerNorm scale (CohereLayerNorm as qk norm, weight * x with x (B, T, H, HD)) is not explained as a norm scale",
     ),
     Case(
         # StableLM: partial rotary (25%), qkv biases, a separate LayerNorm(head_dim) for each

@@ -292,7 +292,6 @@ CASES = [
             "*layernorm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: kernel-1 Conv1d q/k feeding the attention get the conv layout (one block), not one block per head",
     ),
     Case(
         # MobileBERT: trigram embedding (three shifted copies concatenated, then a Linear(3E, D)),
@@ -325,7 +324,6 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="output head h @ cat([E.t(), W_dense], 0): the tied embedding E -> other, warned; SILENT: W_dense (D - E, V) role token but one block, not one block per token along dim 1",
     ),
     Case(
         # RoFormer: frozen sinusoidal table, rotary (rotate_every_two) applied to queries, keys
@@ -408,7 +406,6 @@ CASES = [
             "*norm*.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: a learned query token (probe (1, 1, D) repeated over the batch, the query input of nn.MultiheadAttention's in-projection) taken as a bias (per element)",
     ),
     Case(
         # BEiT: per-layer relative position bias table ((2w-1)^2 + 3, H) read by index (one
@@ -585,6 +582,5 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="warned, layout right by fallback: weight_norm parametrization (aten._weight_norm(v, g, 2) feeding conv1d) not explained",
     ),
 ]

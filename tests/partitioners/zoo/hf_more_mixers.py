@@ -417,7 +417,6 @@ CASES = [
         }
         | GATED_MLP
         | attention(),
-        miss="warned, layout right: correct_output_scale is also the argument of corrected.type_as(param) (a dtype-only use) before the multiply: not explained",
     ),
     Case(
         # Nemotron: LayerNorm1P (weight + 1, with bias), squared-ReLU up/down MLP, partial rotary
