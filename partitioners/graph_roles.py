@@ -243,7 +243,7 @@ def _table(uses: list[Use], kinds: set[str]) -> Decision | None:
     if len(placements) != 1:
         return None
     axis, batch = placements.pop()
-    role = "position" if "table" in kinds else "token"
+    role = "token" if "tokens" in kinds else "position"
     if axis is None:
         return Decision(role, BlockLayout.tensor())
     if any(isinstance(b, Outer) or b == axis for b in batch):

@@ -449,8 +449,8 @@ def _placed(use: Use, view: _View) -> Use:
 
 def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
     """A weight concatenated with other tensors: the projections the concatenation feeds along
-    the weight's own axes (MobileBERT's ``h @ cat([E.t(), W], 0)``), else a token (a class
-    token, sink logits: one block)."""
+    the weight's own axes (MobileBERT's ``h @ cat([E.t(), W], 0)``), else tokens put along the
+    concatenated axis (one block per token; a class token, sink logits: one block)."""
     dim = args_of(user)[1] if len(args_of(user)) > 1 else 0
     axes = list(view.axes)
     if not isinstance(dim, int) or not axes:
@@ -459,7 +459,8 @@ def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: 
     found = _walk(replace(view, node=user, axes=axes, windows={}), shape, features)
     if found and all(u.kind == "project" and u.axis is not None for u in found):
         return found
-    return [Use("token")]
+    dim %= len(axes)  # tokens put along the sequence (registers): one block per token
+    return [_along("tokens", [view.axes[dim]]) if dim in _live(view.axes, shape) else Use("token")]
 
 
 def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:

@@ -137,6 +137,23 @@ class LearnedQueries(nn.Module):
         return attend(torch.cat([probe, latents], 1), keys, values)
 
 
+class PrefixTokens(nn.Module):
+    """A class token (1, 1, C) and 2 registers (1, 2, C) put before the sequence (DINOv3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls = nn.Parameter(torch.randn(1, 1, C))
+        self.registers = nn.Parameter(torch.randn(1, 2, C))
+        self.proj = nn.Linear(C, C)
+
+    def forward(self, x):
+        return self.proj(torch.cat([self.cls.expand(B, -1, -1), self.registers.expand(B, -1, -1), x], 1))
+
+
+def test_prefix_tokens_are_one_block_per_token():
+    check(PrefixTokens(), {"cls": ONE, "registers": rows(1), "proj.weight": rows(0)})
+
+
 def test_parameters_fed_as_activations_are_token_sets():
     expected = {
         "probe": ONE,
