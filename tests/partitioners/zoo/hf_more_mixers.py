@@ -325,6 +325,7 @@ CASES = [
             bool_masked_pos=torch.arange(32).reshape(2, 16) % 3 == 0,
         ),
         {
+            "embeddings.register_tokens": rows(1),  # learned tokens: one block per token
             "embeddings.*_token*": whole(),
             "embeddings.patch_embeddings.weight": whole(),
             "*.lambda1": whole(),

@@ -3,7 +3,7 @@ chunked attention, relative positions (Transformer-XL style, decomposed, continu
 position tables.
 
 A set of learned query tokens (a latent array, BLIP-2's query tokens, a register) is one block
-per tensor, like a class token. Every layout below is read from
+per token, like an embedding row (a single class token: one block). Every layout below is read from
 ``transformers/models/<model>/modeling_<model>.py``.
 """
 
@@ -108,7 +108,7 @@ CASES = [
         # of a cross-attention to the byte embeddings (+ learned positions); latent
         # self-attention (4 heads of 8); a decoder whose queries are a trainable "position" array
         # (16, D), used exactly like the latents (expanded, LayerNorm, query Linear; never indexed
-        # nor added: a learned token set, one block), attending with 8 heads of 32; logits
+        # nor added: a learned token set, one block per token), attending with 8 heads of 32; logits
         # against the transposed embedding table
         "hf-perceiver-latent-array",
         "transformers",
@@ -133,8 +133,8 @@ CASES = [
         {
             "*.input_preprocessor.embeddings.weight": rows(),
             "*.input_preprocessor.position_embeddings.weight": rows(),
-            "perceiver.embeddings.latents": whole(),
-            "*.output_position_encodings.position_embeddings": whole(),
+            "perceiver.embeddings.latents": rows(),  # learned tokens: one block per token
+            "*.output_position_encodings.position_embeddings": rows(),
             "*.encoder.cross_attention.*.self.query.weight": heads(D),
             "*.encoder.cross_attention.*.self.key.weight": heads(D),
             "*.self_attends.*.self.query.weight": heads(HD),
@@ -146,7 +146,6 @@ CASES = [
             "*layernorm*.weight": whole(),
             "*bias": element(),
         },
-        miss="warned, layout right: the latent array and the decoder's query array (expanded, then LayerNorm, then the query Linear) not explained as learned token sets",
     ),
     Case(
         # BLIP-2 vision + Q-Former: ViT with fused qkv reshape(B, T, 3, H, HD), class embedding and
@@ -182,7 +181,7 @@ CASES = [
             pixels(),
         ),
         {
-            "query_tokens": whole(),
+            "query_tokens": rows(1),  # learned tokens: one block per token
             "vision_model.embeddings.class_embedding": whole(),
             "vision_model.embeddings.position_embedding": rows(1),
             "vision_model.embeddings.patch_embedding.weight": whole(),
@@ -198,7 +197,6 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="warned, layout right: the learned query tokens (expanded, then LayerNorm, then attention) not explained as a learned token set",
     ),
     Case(
         # wav2vec2-Conformer with relative positions: Transformer-XL style attention, linear_pos
