@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+import torch
 from torch import fx
 
 from .ops import CONV_OPS, EMBEDDING_OPS, args_of, is_tensor, op_name, shape_of
@@ -50,16 +51,42 @@ class FeatureReader:
     def __init__(self, weights: Collection[fx.Node] | None = None) -> None:
         self._weights = weights
         self._known: dict[fx.Node, Features] = {}
+        self._activations: set[fx.Node] | None = None
         self._cut = False  # the reading in progress hit the depth limit
 
     def __call__(self, node: fx.Node) -> Features:
         return self._read(node, 0)[0]
 
+    def is_activation(self, node: fx.Node) -> bool:
+        """``node`` depends on the parameters or on floating-point inputs. Fixed index tensors
+        and interpolation weights computed from sizes or integer inputs don't."""
+        if self._activations is None:
+            found: set[fx.Node] = set()
+            for n in node.graph.nodes:
+                if n.op == "placeholder":
+                    val = n.meta.get("val")
+                    fixed = isinstance(val, torch.Tensor) and not val.is_floating_point()
+                    if self._weights is None or n in self._weights or not fixed:
+                        found.add(n)
+                elif any(a in found for a in n.all_input_nodes):
+                    found.add(n)
+            self._activations = found
+        return node in self._activations
+
     def is_weight(self, node: fx.Node) -> bool:
         """``node`` is a parameter, maybe seen through casts and transposes."""
+        return self._placeholder(node, self._weights)
+
+    def is_input(self, node: fx.Node) -> bool:
+        """``node`` is a placeholder (an input, a buffer, a parameter), maybe seen through casts
+        and transposes."""
+        return self._placeholder(node, None)
+
+    @staticmethod
+    def _placeholder(node: fx.Node, among: Collection[fx.Node] | None) -> bool:
         for _ in range(4):
             if node.op == "placeholder":
-                return self._weights is None or node in self._weights
+                return among is None or node in among
             if op_name(node) not in _PERMUTE | {"to", "_to_copy", "type_as", "detach", "alias", "contiguous"}:
                 return False
             source = args_of(node)[0]
@@ -190,13 +217,12 @@ def _permutation(name: str, args: tuple, nd: int) -> list[int]:
     return [d % nd for d in args[1]]
 
 
-def _regrouped(in_shape: tuple[int, ...], out_shape: tuple[int, ...], inner: frozenset[int]) -> Features:
-    """Feature axes after a reshape: an output axis is one when every input axis it is made of
-    (size-1 axes aside) is one. Right-aligned for ``expand``'s new leading axes."""
-    if len(out_shape) > len(in_shape) and out_shape[-len(in_shape) :] == in_shape:
-        shift = len(out_shape) - len(in_shape)
-        return frozenset(a + shift for a in inner)
-    found: set[int] = set()
+def reshape_groups(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> list[tuple[list[int], list[int]]] | None:
+    """The axes a reshape maps onto each other: (input axes, output axes) per group of equal
+    size, size-1 axes left out; ``None`` if the sizes don't line up."""
+    groups: list[tuple[list[int], list[int]]] = []
     i = j = 0
     try:
         while True:
@@ -205,7 +231,7 @@ def _regrouped(in_shape: tuple[int, ...], out_shape: tuple[int, ...], inner: fro
             while j < len(out_shape) and out_shape[j] == 1:
                 j += 1
             if i >= len(in_shape) or j >= len(out_shape):
-                break
+                return groups if i >= len(in_shape) and j >= len(out_shape) else None
             group_in, group_out = [i], [j]
             size_in, size_out = in_shape[i], out_shape[j]
             i, j = i + 1, j + 1
@@ -218,8 +244,18 @@ def _regrouped(in_shape: tuple[int, ...], out_shape: tuple[int, ...], inner: fro
                     size_out *= out_shape[j]
                     group_out.append(j)
                     j += 1
-            if all(a in inner for a in group_in if in_shape[a] > 1):
-                found.update(group_out)
+            groups.append((group_in, group_out))
     except IndexError:
         return None
-    return frozenset(found)
+
+
+def _regrouped(in_shape: tuple[int, ...], out_shape: tuple[int, ...], inner: frozenset[int]) -> Features:
+    """Feature axes after a reshape: an output axis is one when every input axis it is made of
+    (size-1 axes aside) is one. Right-aligned for ``expand``'s new leading axes."""
+    if len(out_shape) > len(in_shape) and out_shape[-len(in_shape) :] == in_shape:
+        shift = len(out_shape) - len(in_shape)
+        return frozenset(a + shift for a in inner)
+    groups = reshape_groups(in_shape, out_shape)
+    if groups is None:
+        return None
+    return frozenset(j for group_in, group_out in groups if set(group_in) <= inner for j in group_out)

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from torch import fx
 
-from .features import FeatureReader
+from .features import FeatureReader, reshape_groups
 from .ops import (
     BATCHED_PROJECTION_OPS,
     CONV_OPS,
@@ -118,7 +118,32 @@ def _view_axes(node: fx.Node, axes: list[Axis]) -> list[Axis] | None:
     if [s for s in out_shape if s != 1] == [s for s in in_shape if s != 1]:
         kept = iter(a for a, s in zip(axes, in_shape) if s != 1)
         return [None if s == 1 else next(kept) for s in out_shape]
-    return None
+    return _regridded(in_shape, out_shape, axes) if name in ("view", "reshape") else None
+
+
+def _regridded(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes: list[Axis]) -> list[Axis] | None:
+    """A table's position axis viewed as a grid ``(n, m)`` (size-1 axes added or dropped too),
+    or a grid viewed back: the grid's outer axis is :class:`Outer`."""
+    groups = reshape_groups(in_shape, out_shape)
+    if groups is None:
+        return None
+    out: list[Axis] = [None] * len(out_shape)
+    for group_in, group_out in groups:
+        sources = [axes[i] for i in group_in]
+        if len(group_in) == 1 and len(group_out) == 1:
+            out[group_out[0]] = sources[0]
+        elif len(group_in) == 1 and len(group_out) == 2 and isinstance(sources[0], int):
+            out[group_out[0]] = Outer(sources[0], out_shape[group_out[1]])
+            out[group_out[1]] = sources[0]
+        elif (
+            len(group_in) == 2
+            and len(group_out) == 1
+            and sources[0] == Outer(cast(int, sources[1]), in_shape[group_in[1]])
+        ):
+            out[group_out[0]] = sources[1]
+        else:
+            return None
+    return out
 
 
 def _whole(axis: Axis) -> int | None:
@@ -190,11 +215,11 @@ def _slices(node: fx.Node, axes: list[Axis], windows: dict[int, tuple[int, int]]
     return out
 
 
-def _looked_up_axis(node: fx.Node, ndim: int) -> int | None:
+def _looked_up_axis(node: fx.Node, ndim: int, features: FeatureReader) -> int | None:
     """The axis ``W[..., ids]`` reads a table along, if it is one: a single index tensor (after
-    full slices) with two or more axes (positions per token), or a fixed index buffer (a
-    relative-position table's lookup, LeViT's ``biases[:, idx]``). Expert weights are indexed by
-    ids computed from the routing instead."""
+    full slices) with two or more axes (positions per token), or fixed ids (an index buffer, ids
+    computed from sizes: a relative-position table's lookup, LeViT's ``biases[:, idx]``). Expert
+    weights are indexed by ids computed from the routing instead."""
     indices, out_shape = args_of(node)[1], shape_of(node)
     given = [i for i, index in enumerate(indices or ()) if index is not None]
     if out_shape is None or len(given) != 1 or given[0] != len(indices) - 1:
@@ -202,7 +227,8 @@ def _looked_up_axis(node: fx.Node, ndim: int) -> int | None:
     ids = indices[given[0]]
     if not isinstance(ids, fx.Node):
         return None
-    return given[0] if len(out_shape) > ndim or ids.op == "placeholder" else None
+    fixed = ids.op == "placeholder" or (len(out_shape) >= ndim and not features.is_activation(ids))
+    return given[0] if len(out_shape) > ndim or fixed else None
 
 
 def _einsum_use(
@@ -235,9 +261,17 @@ def _einsum_use(
     )
 
 
-def _matmul_use(node: fx.Node, pos: int, axes: list[Axis], first: int) -> Use:
-    """``a @ b`` with the weight at ``pos`` (``first`` is the position of ``a``)."""
+def _matmul_use(node: fx.Node, pos: int, axes: list[Axis], first: int, features: FeatureReader) -> Use:
+    """``a @ b`` with the weight at ``pos`` (``first`` is the position of ``a``). Rows mixed by
+    fixed weights (SigLIP2's table resized as ``interpolation @ W``) are a table's positions."""
     other = args_of(node)[first + 1 - (pos - first)]
+    if (
+        pos == first + 1
+        and len(axes) >= 2
+        and isinstance(other, fx.Node)
+        and not (features.is_activation(other) or features.is_input(other))
+    ):
+        return _along("table", [axes[-2]])
     if pos == first + 1:  # x @ W: outputs along W's last axis
         axis, out_dim = axes[-1], -1
     else:  # W @ x: outputs along W's rows
@@ -360,9 +394,9 @@ def _consumer_use(
             return _along("tokens", [axes[i] for i in _live(axes, shape) if i != len(axes) - 1])
         return Use("shift")
     if name in ("mm", "matmul", "bmm"):
-        return _matmul_use(user, pos, axes, 0)
+        return _matmul_use(user, pos, axes, 0, features)
     if name in ("addmm", "baddbmm", "addbmm"):
-        return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1)
+        return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1, features)
     if name == "einsum":
         return _einsum_use(user, pos - 1, axes, shape, features) if pos >= 1 else Use("unknown")
     if "grouped_mm" in name:
@@ -447,6 +481,19 @@ def _placed(use: Use, view: _View) -> Use:
     return use
 
 
+def _reassembles(user: fx.Node, view: _View, dim: int, shape: tuple[int, ...]) -> bool:
+    """``cat`` puts this slice of the parameter back where it was along its axis ``dim``: the
+    concatenation is the parameter there again."""
+    axis, pieces, out = view.axes[dim], args_of(user)[0], shape_of(user)
+    if not isinstance(axis, int) or out is None or out[dim] != shape[axis]:
+        return False
+    sizes = [shape_of(p) for p in pieces]
+    if view.node not in pieces or any(s is None for s in sizes):
+        return False
+    offset = sum(cast(tuple[int, ...], s)[dim] for s in sizes[: pieces.index(view.node)])
+    return view.windows.get(axis, (0, shape[axis]))[0] == offset
+
+
 def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
     """A weight concatenated with other tensors: the projections the concatenation feeds along
     the weight's own axes (MobileBERT's ``h @ cat([E.t(), W], 0)``), else tokens put along the
@@ -455,11 +502,15 @@ def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: 
     axes = list(view.axes)
     if not isinstance(dim, int) or not axes:
         return [Use("token")]
-    axes[dim % len(axes)] = None
+    dim %= len(axes)
+    if _reassembles(user, view, dim, shape):  # a table's slices put back in order (BEiT)
+        windows = {a: w for a, w in view.windows.items() if a != axes[dim]}
+        return _walk(replace(view, node=user, windows=windows), shape, features)
+    axes[dim] = None
     found = _walk(replace(view, node=user, axes=axes, windows={}), shape, features)
     if found and all(u.kind == "project" and u.axis is not None for u in found):
         return found
-    dim %= len(axes)  # tokens put along the sequence (registers): one block per token
+    # tokens put along the sequence (registers): one block per token
     return [_along("tokens", [view.axes[dim]]) if dim in _live(view.axes, shape) else Use("token")]
 
 
@@ -490,13 +541,19 @@ def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list
             ):
                 changed = view.reparametrised or name in _REPARAMETRISING
                 stack.append(replace(view, node=user, reparametrised=changed))
+            elif "upsample" in name and pos == 0:  # a table resized along its positions
+                stack.append(replace(view, node=user))
             elif name in WEIGHT_SLICES and pos == 0:
                 pieces = _slices(user, axes, view.windows)
                 if pieces is None:
                     uses.append(Use("unknown"))
                 else:
                     stack.extend(replace(view, node=n, axes=a, windows=w) for n, a, w in pieces)
-            elif name == "index" and pos == 0 and (looked_up := _looked_up_axis(user, len(axes))) is not None:
+            elif (
+                name == "index"
+                and pos == 0
+                and (looked_up := _looked_up_axis(user, len(axes), features)) is not None
+            ):
                 uses.append(Use("embedding", _whole(axes[looked_up])))  # W[ids]: a table
             elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)

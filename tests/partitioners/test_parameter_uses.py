@@ -165,6 +165,62 @@ def test_parameters_fed_as_activations_are_token_sets():
     check(LearnedQueries(), expected)
 
 
+# ---- tables resized, reassembled, mixed by fixed weights ----------------------------------------
+class ResizedTables(nn.Module):
+    """SAM's rel_pos (R, D): resized by interpolation, read by relative index; BEiT's table
+    (R + 2, H): its first R rows viewed as a grid, resized, concatenated back with the last 2,
+    read by a flattened index buffer; SigLIP2's (4, C) table viewed as a 2x2 grid and resized
+    by fixed bilinear weights (interpolation @ table)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(C, C, bias=False) for _ in range(3))
+        self.rel = nn.Parameter(torch.randn(2 * T - 1, D))
+        self.bias_table = nn.Parameter(torch.randn(9 + 2, H))
+        self.grid = nn.Parameter(torch.randn(4, C))
+        self.register_buffer("offsets", torch.arange(T)[:, None] - torch.arange(T) + T - 1)
+        self.register_buffer("bias_index", torch.randint(0, 11, (T, T)))
+
+    def forward(self, x):
+        table = self.grid.reshape(2, 2, C).reshape(4, C)
+        mix = torch.linspace(0, 1, T * 4, device=x.device).reshape(T, 4).softmax(-1)  # fixed weights
+        x = x + mix @ table
+        q, k, v = (p(x).view(B, T, H, D).transpose(1, 2) for p in (self.q, self.k, self.v))
+        rel = F.interpolate(self.rel.t()[None], size=2 * T - 1, mode="linear")[0].t()
+        scores = q @ k.transpose(-1, -2) + torch.einsum("bhqd,qkd->bhqk", q, rel[self.offsets])
+        grid = self.bias_table[:9].reshape(1, 3, 3, H).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(3, 3), mode="bilinear").permute(0, 2, 3, 1).reshape(9, H)
+        table = torch.cat([grid, self.bias_table[9:]], 0)
+        scores = scores + table[self.bias_index.view(-1)].view(T, T, H).permute(2, 0, 1)
+        return (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+
+
+class RawInputProjection(nn.Module):
+    """Near miss: ``x @ W`` on the model's input is a projection, not rows mixed by fixed weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(C, C))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def test_resized_and_reassembled_tables_are_one_block_per_position():
+    expected = {
+        "rel": rows(0),
+        "bias_table": rows(0),
+        "grid": rows(0),
+        "q.weight": heads(),
+        "k.weight": heads(),
+    }
+    check(ResizedTables(), expected)
+
+
+def test_input_times_weight_stays_a_projection():
+    check(RawInputProjection(), {"w": rows(1)})
+
+
 # ---- tables read along dim 1, einsum weights, experts picked one by one ----------------------
 class ColumnLookup(nn.Module):
     """LeViT's attention biases (H, offsets)[:, idx]: one block per offset column."""

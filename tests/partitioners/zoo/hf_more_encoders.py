@@ -444,7 +444,6 @@ CASES = [
             "classifier.weight": rows(),
             "*.bias": element(),
         },
-        miss="relative position bias table sliced [:-3], viewed as a grid, permuted, F.interpolate'd, cat with its last 3 rows, then indexed: not followed -> other, warned",
     ),
     Case(
         # LeViT: conv + BatchNorm patch stem; Linear + BatchNorm1d layers; queries_keys_values

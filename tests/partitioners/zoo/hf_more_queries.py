@@ -338,7 +338,6 @@ CASES = [
             "*norm*.weight": whole(),
             "*bias": element(),
         },
-        miss="position table reshaped to a grid and resized by computed bilinear weights (weights @ table: the table is the right operand, rows contracted) -> other, warned; SILENT: the pooling head's probe taken as a bias (as in hf-siglip-vision-attention-pool)",
     ),
     Case(
         # Wav2Vec2-BERT (Conformer) with relative_key positions: a distance table (L + R + 1, HD)
@@ -481,6 +480,5 @@ CASES = [
             "*norm*.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: a (1, Hp, Wp, D) position grid added to the (B, Hp, Wp, D) patches gets one block per grid row (first live axis), not per position; rel_pos_h/w (read by index, einsum with the query, added to the 5-D viewed scores) -> other, warned",
     ),
 ]
