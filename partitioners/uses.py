@@ -510,8 +510,10 @@ def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: 
     found = _walk(replace(view, node=user, axes=axes, windows={}), shape, features)
     if found and all(u.kind == "project" and u.axis is not None for u in found):
         return found
-    # tokens put along the sequence (registers): one block per token
-    return [_along("tokens", [view.axes[dim]]) if dim in _live(view.axes, shape) else Use("token")]
+    # tokens put before the sequence (registers): one block per token; a single one, sink
+    # logits after the scores (the last axis): one block
+    along = dim in _live(view.axes, shape) and dim != len(axes) - 1
+    return [_along("tokens", [view.axes[dim]]) if along else Use("token")]
 
 
 def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:

@@ -275,7 +275,7 @@ CASES = [
             "*norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: 3-D expert weights used as W[i] (select on dim 0 in a Python loop over experts, then F.linear) get rows(dim=1) merged across experts, not one block per (expert, row); the MoA query experts' heads (index_add into zeros, view to heads) are not read",
+        miss="SILENT: the mixture-of-attention query experts' heads are not read: experts.input_linear (W[i] per expert, its output index_add'ed into zeros, then viewed to heads) gets one block per (expert, row), not per (expert, head): the row flow does not follow index_add (the MLP experts are right)",
     ),
     Case(
         # RecurrentGemma (Griffin): recurrent layers (linear_x -> depthwise Conv1d -> RG-LRU with
@@ -393,6 +393,6 @@ CASES = [
             "*.bias": element(),
         },
         may_warn=("*.time_decay",),
-        miss="params used inside a torch.no_grad() region (eval-mode _rescale_layers: output.weight.div_): export wraps it in wrap_with_set_grad_enabled, not read -> other, warned; SILENT: time_decay, used only as -exp(p) added to the running WKV state, taken as a bias (per element)",
+        miss="params used inside a torch.no_grad() region (eval-mode _rescale_layers: output.weight.div_): export wraps it in wrap_with_set_grad_enabled, not read -> other, warned",
     ),
 ]

@@ -55,7 +55,7 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="q/k projections also used by the disentangled c2p/p2c scores (bmm with heads in the batch, torch.gather along the key axis, added to the scores) -> other, warned; the relative table through LayerNorm into key_proj/query_proj -> other, warned",
+        miss="q/k projections also used by the disentangled c2p/p2c scores (bmm with heads in the batch, torch.gather along the key axis, added to the scores) -> other, warned",
     ),
     Case(
         # DeBERTa-v2 without shared keys: separate pos_key_proj (c2p) and pos_query_proj (p2c)
@@ -88,7 +88,7 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: c2p/p2c scores (bmm with heads in the batch, torch.gather, added to the content scores) not read as attention: pos_key_proj/pos_query_proj per row, not per head; SILENT: the relative table used as a Linear's input taken as a bias (per element)",
+        miss="SILENT: c2p/p2c scores (bmm with heads in the batch, torch.gather, added to the content scores) not read as attention: pos_key_proj/pos_query_proj per row, not per head",
     ),
     Case(
         # ALBERT: factorized embeddings (E=16) mapped to D by embedding_hidden_mapping_in, ONE
@@ -199,7 +199,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: (H, HD) biases added to the (B, T, H, HD) query taken as position tables (one block per head); r_kernel (D, H, HD) as the weight of einsum('td,dnh->tnh') not explained -> other, warned",
+        miss="SILENT: r_kernel (D, H, HD) projects relative positions into per-head keys (einsum 'td,dnh->tnh', relative-shift scores added to the content scores) not read as attention: one block per (head, dim), not per head",
     ),
     Case(
         # XLNet two-stream relative attention as einsums with 3-D weights (D, H, HD): q, k, r
@@ -231,7 +231,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="einsum with a 3-D weight (D, H, HD) ('ibh,hnd->ibnd') as the q/k/v/r projection not explained -> other, warned; SILENT: (H, HD) biases added to the query taken as position tables; mask_emb warned",
+        miss="SILENT: the attention site takes the segment scores (einsum 'ijbs,ibns->bnij', added to the content scores) as its q.k: the (D, H, HD) q/k einsum weights are read as plain projections, one block per (head, dim) instead of per head; r (relative position keys through a relative shift) likewise",
     ),
     Case(
         # ConvBERT mixed attention: H/head_ratio = 2 self-attention heads of 8 plus a span-based
@@ -482,7 +482,7 @@ CASES = [
             "*batch_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: reshape_as (BatchNorm1d on flatten(0, 1), then reshape_as) ends the row flow: the per-head q|k|v interleave and the subsample queries get per row; SILENT: attention_biases[:, idx] (index on dim 1) per head or per element, not per offset column",
+        miss="SILENT: reshape_as (BatchNorm1d on flatten(0, 1), then reshape_as) ends the row flow: the per-head q|k|v interleave and the subsample queries get per row",
     ),
     Case(
         # SegFormer: overlapping conv patch embeddings, efficient attention whose keys/values

@@ -101,7 +101,7 @@ CASES = [
             "*norm*.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: decomposed relative positions (scores viewed (B*H, qh, qw, kh, kw), + rel_h + rel_w, viewed back before softmax) lose the key side: fused qkv's k part per row, not per head (read without rel-pos); position table sliced [:, 1:] and viewed as a (1, 4, 4, D) grid before the add -> other, warned",
+        miss="SILENT: decomposed relative positions (scores viewed (B*H, qh, qw, kh, kw), + rel_h + rel_w, viewed back before softmax) lose the key side: fused qkv's k part per row, not per head (read without rel-pos)",
     ),
     Case(
         # Perceiver IO (MLM): a learned latent array (4, D) expanded over the batch is the query
@@ -242,7 +242,7 @@ CASES = [
             "*norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: (H, HD) biases pos_bias_u/v added to the (B, H, T, HD) query taken as position tables (one block per head); SILENT: linear_pos (position keys: matmul(q + pos_bias_v, pos_k) then pad/view skew, added to the scores) per row, not per head",
+        miss="SILENT: linear_pos (position keys: matmul(q + pos_bias_v, pos_k) then pad/view skew, added to the scores) per row, not per head",
     ),
     Case(
         # Swin V2: cosine attention (q, k L2-normalized per head) scaled by exp(clamp(logit_scale))
