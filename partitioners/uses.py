@@ -4,7 +4,8 @@ A parameter placeholder is followed through the views a forward takes of a weigh
 ``transpose``, ``permute``, ``select``/indexing of an expert, casts, unary maths) and the slices
 that cut a packed weight into its projections (``split``, ``chunk``, ``slice``), keeping track of
 which parameter axis each view axis is and which rows each slice holds. Each consuming op gives
-one :class:`Use`; :mod:`.graph_roles` turns the uses into a role and a layout.
+one :class:`Use` (read by :mod:`.consumers`); :mod:`.graph_roles` turns the uses into a role and
+a layout.
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ from typing import Any, cast
 
 from torch import fx
 
+from .consumers import Axis, Outer, Use, along, consumer_use, live_axes, whole_axis
 from .features import FeatureReader, reshape_groups
 from .ops import (
-    BATCHED_PROJECTION_OPS,
-    CONV_OPS,
-    EMBEDDING_OPS,
     IDENTITY_OPS,
-    NORM_OPS,
     SCALAR_ARITH,
     WEIGHT_SLICES,
     WEIGHT_VIEWS,
@@ -39,45 +37,6 @@ _UNARY = frozenset(
 _REPARAMETRISING = _UNARY - {"neg", "abs", "clamp"}
 #: ops that read only the dtype or shape of a tensor given after their first argument
 _METADATA_READS = frozenset({"type_as", "to", "_to_copy", "expand_as", "view_as", "reshape_as"})
-
-
-@dataclass(frozen=True)
-class Outer:
-    """The outer axis of parameter axis ``axis`` viewed as ``(n // inner, inner)``: the expert axis
-    of experts stored flat (DBRX's ``w1.view(E, FF, D)``), ``inner`` rows per expert."""
-
-    axis: int
-    inner: int
-
-
-#: which parameter axis an axis of a weight view is: a whole one, the outer part of one, or none
-Axis = int | Outer | None
-
-
-@dataclass(frozen=True)
-class Use:
-    """How one op consumes a parameter.
-
-    ``kind``: embedding | project | conv | scale | shift | table | tokens | token | unknown.
-    For projections, ``axis`` is the parameter axis indexing the op's outputs, ``batch_axes``
-    the expert axes, ``node``/``out_dim`` the op output and its feature dimension, and ``rows``
-    the slice of the parameter along ``axis`` the op reads (``None``: all of it). An expert axis
-    picked by a routing index (``W[e]``) stays a batch axis; ``picks`` are the (axis, index)
-    pairs of constant indices taken (``W[i]`` in a loop over experts, or a stacked weight's part); ``inner`` are further output axes
-    (an einsum weight ``(D, H, HD)`` giving ``(..., H, HD)``: ``axis`` is H, ``inner`` HD).
-    For tables (``table``: added along positions; ``tokens``: the activation input of a linear
-    map or a norm), ``axis`` and ``batch_axes`` are the position axes (``None``: one token).
-    """
-
-    kind: str
-    axis: int | None = None
-    batch_axes: tuple[int | Outer, ...] = ()
-    node: fx.Node | None = None
-    out_dim: int = -1
-    input: fx.Node | None = None
-    rows: tuple[int, int] | None = None
-    picks: tuple[tuple[int, int], ...] = ()
-    inner: tuple[int, ...] = ()
 
 
 # ---- following a weight to its consumers -----------------------------------------------------
@@ -144,12 +103,6 @@ def _regridded(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes: list
         else:
             return None
     return out
-
-
-def _whole(axis: Axis) -> int | None:
-    """The parameter axis a view axis is, if it is a whole one (outputs along an expert axis
-    are no projection this reader knows)."""
-    return axis if isinstance(axis, int) else None
 
 
 def _split_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -229,200 +182,6 @@ def _looked_up_axis(node: fx.Node, ndim: int, features: FeatureReader) -> int | 
         return None
     fixed = ids.op == "placeholder" or (len(out_shape) >= ndim and not features.is_activation(ids))
     return given[0] if len(out_shape) > ndim or fixed else None
-
-
-def _einsum_use(
-    node: fx.Node, index: int, axes: list[Axis], shape: tuple[int, ...], features: FeatureReader
-) -> Use:
-    """An einsum operand: its letters that reach the output through it alone are its output axes;
-    the first of them in the output indexes the rows, the rest are ``inner`` axes. Contracted
-    with weights only, it is the activation: a learned token set."""
-    equation = args_of(node)[0].replace(" ", "")
-    inputs, output = equation.split("->")
-    subs = inputs.split(",")
-    mine, others = subs[index], "".join(s for i, s in enumerate(subs) if i != index)
-    operands = [o for i, o in enumerate(args_of(node)[1]) if i != index]
-    if operands and all(isinstance(o, fx.Node) and features.is_weight(o) for o in operands):
-        return _along("tokens", [axes[i] for i in _live(axes, shape) if mine[i] in output])
-    outs = sorted((c for c in mine if c in output and c not in others), key=output.index)
-    batch = tuple(a for a, c in zip(axes, mine) if c in output and c in others and a is not None)
-    if not outs or "." in equation:
-        return Use("unknown")
-    inner = [_whole(axes[mine.index(c)]) for c in outs[1:]]
-    if any(a is None for a in inner):
-        return Use("unknown")
-    return Use(
-        "project",
-        _whole(axes[mine.index(outs[0])]),
-        batch,
-        node,
-        output.index(outs[0]),
-        inner=tuple(cast(list[int], inner)),
-    )
-
-
-def _matmul_use(node: fx.Node, pos: int, axes: list[Axis], first: int, features: FeatureReader) -> Use:
-    """``a @ b`` with the weight at ``pos`` (``first`` is the position of ``a``). Rows mixed by
-    fixed weights (SigLIP2's table resized as ``interpolation @ W``) are a table's positions."""
-    other = args_of(node)[first + 1 - (pos - first)]
-    if (
-        pos == first + 1
-        and len(axes) >= 2
-        and isinstance(other, fx.Node)
-        and not (features.is_activation(other) or features.is_input(other))
-    ):
-        return _along("table", [axes[-2]])
-    if pos == first + 1:  # x @ W: outputs along W's last axis
-        axis, out_dim = axes[-1], -1
-    else:  # W @ x: outputs along W's rows
-        axis, out_dim = axes[-2] if len(axes) >= 2 else None, -2
-    batch = tuple(a for a in axes[:-2] if a is not None)
-    return Use("project", _whole(axis), batch, node, out_dim, other if isinstance(other, fx.Node) else None)
-
-
-def _from_batched_projection(node: fx.Node) -> bool:
-    """``node`` is (a view of) the output of a matmul with an expert axis."""
-    for _ in range(6):
-        name = op_name(node)
-        if name in BATCHED_PROJECTION_OPS or "grouped_mm" in name:
-            return True
-        if not (name in WEIGHT_VIEWS or name in IDENTITY_OPS) or not isinstance(args_of(node)[0], fx.Node):
-            return False
-        node = args_of(node)[0]
-    return False
-
-
-def _along(kind: str, axes: Sequence[Axis]) -> Use:
-    """A table use along the parameter axes ``axes`` (a flat axis viewed as a grid counts once)."""
-    whole: list[int] = []
-    for a in axes:
-        a = a.axis if isinstance(a, Outer) else a
-        if a is not None and a not in whole:
-            whole.append(a)
-    if not whole:
-        return Use(kind)
-    return Use(kind, whole[0], tuple(whole[1:]))
-
-
-def _live(axes: list[Axis], shape: tuple[int, ...]) -> list[int]:
-    """The view axes that hold more than one element of the parameter."""
-    return [i for i, a in enumerate(axes) if isinstance(a, Outer) or (a is not None and shape[a] > 1)]
-
-
-def _off_features(user: fx.Node, node: fx.Node, live: list[int], features: FeatureReader) -> list[int] | None:
-    """The weight view's ``live`` axes that don't line up with a feature axis of the activation
-    it meets (``None``: that activation's features are unknown)."""
-    other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
-    view, other_shape = shape_of(node), shape_of(other)
-    if other is None or view is None or other_shape is None:
-        return None
-    found = features(other)
-    if found is None:
-        return None
-    shift = len(other_shape) - len(view)
-    return [i for i in live if i + shift not in found]
-
-
-def _elementwise_use(
-    user: fx.Node,
-    node: fx.Node,
-    axes: list[Axis],
-    shape: tuple[int, ...],
-    view: _View,
-    features: FeatureReader,
-) -> Use:
-    """A weight view multiplied with or added to an activation: along the activation's feature
-    axes only, a bias or a scale; along its positions, a table."""
-    live = _live(axes, shape)
-    adds = op_name(user).rstrip("_") in ("add", "sub")
-    off = _off_features(user, node, live, features) if len(live) > 1 else []
-    if off == []:  # one axis, or only feature axes: a bias or a scale
-        if adds and view.reparametrised:
-            return Use("unknown")  # -exp(p) added to a state: a decay rate, no bias
-        return Use("shift") if adds else Use("scale")
-    if not adds:
-        return Use("unknown")
-    other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
-    if other is not None and _from_batched_projection(other):
-        return Use("shift")  # a per-expert bias (n_experts, out)
-    # a position table: one block per position (all live axes but the features; unknown
-    # features: all but the last live axis)
-    positions = live[:-1] if off is None else off
-    use = _along("table", [axes[i] for i in positions])
-    return use if use.axis is not None else Use("unknown")
-
-
-def _norm_input(user: fx.Node) -> bool:
-    """``user`` normalises its input over trailing axes (layer norm, RMS norm)."""
-    return "layer_norm" in op_name(user) or "rms_norm" in op_name(user)
-
-
-def _conv_use(user: fx.Node, axes: list[Axis], shape: tuple[int, ...]) -> Use:
-    """A convolution's weight; a kernel-1 one is also read as a projection of its channels."""
-    args = args_of(user)
-    transposed = op_name(user).startswith("conv_transpose") or (
-        op_name(user) in ("convolution", "_convolution") and len(args) > 6 and bool(args[6])
-    )
-    if transposed or axes != list(range(len(shape))) or any(s != 1 for s in shape[2:]):
-        return Use("conv")
-    return Use("conv", 0, (), user, 1, args[0] if isinstance(args[0], fx.Node) else None)
-
-
-def _consumer_use(
-    node: fx.Node,
-    user: fx.Node,
-    pos: int,
-    axes: list[Axis],
-    shape: tuple[int, ...],
-    view: _View,
-    features: FeatureReader,
-) -> Use:
-    name = op_name(user)
-    if name in EMBEDDING_OPS:
-        return Use("embedding", _whole(axes[0])) if pos == 0 else Use("unknown")
-    if name == "linear":
-        if pos == 1:
-            return Use(
-                "project",
-                _whole(axes[0]),
-                tuple(a for a in axes[1:-1] if a is not None),
-                user,
-                -1,
-                args_of(user)[0],
-            )
-        if pos == 0:  # the activation: a learned token set, one block per token
-            return _along("tokens", [axes[i] for i in _live(axes, shape) if i != len(axes) - 1])
-        return Use("shift")
-    if name in ("mm", "matmul", "bmm"):
-        return _matmul_use(user, pos, axes, 0, features)
-    if name in ("addmm", "baddbmm", "addbmm"):
-        return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1, features)
-    if name == "einsum":
-        return _einsum_use(user, pos - 1, axes, shape, features) if pos >= 1 else Use("unknown")
-    if "grouped_mm" in name:
-        if pos == 1:
-            return Use(
-                "project",
-                _whole(axes[-1]),
-                tuple(a for a in axes[:1] if a is not None),
-                user,
-                -1,
-                args_of(user)[0],
-            )
-        return Use("unknown")
-    if name in CONV_OPS:
-        return Use("shift") if pos == 2 else _conv_use(user, axes, shape) if pos == 1 else Use("unknown")
-    if name in NORM_OPS:
-        weight, bias = NORM_OPS[name]
-        if pos == 0 and _norm_input(user):  # normalised over its trailing axes: tokens before them
-            normed = len(args_of(user)[1]) if len(args_of(user)) > 1 else 1
-            return _along("tokens", [axes[i] for i in _live(axes, shape) if i < len(axes) - normed])
-        return Use("scale") if pos == weight else Use("shift") if pos == bias else Use("unknown")
-    if name.rstrip("_") in ("mul", "div", "add", "sub"):
-        return _elementwise_use(user, node, axes, shape, view, features)
-    if name in ("where", "masked_scatter"):  # a learned token put where a mask says
-        return Use("token")
-    return Use("unknown")
 
 
 def _position(user: fx.Node, node: fx.Node) -> int:
@@ -512,8 +271,8 @@ def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: 
         return found
     # tokens put before the sequence (registers): one block per token; a single one, sink
     # logits after the scores (the last axis): one block
-    along = dim in _live(view.axes, shape) and dim != len(axes) - 1
-    return [_along("tokens", [view.axes[dim]]) if along else Use("token")]
+    sequence = dim in live_axes(view.axes, shape) and dim != len(axes) - 1
+    return [along("tokens", [view.axes[dim]]) if sequence else Use("token")]
 
 
 def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
@@ -556,7 +315,7 @@ def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list
                 and pos == 0
                 and (looked_up := _looked_up_axis(user, len(axes), features)) is not None
             ):
-                uses.append(Use("embedding", _whole(axes[looked_up])))  # W[ids]: a table
+                uses.append(Use("embedding", whole_axis(axes[looked_up])))  # W[ids]: a table
             elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)
                 if moved is None:
@@ -571,7 +330,7 @@ def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list
             elif pos < 0:  # inside a list argument: cat (a token, sink logits, a stacked head), index
                 uses.extend(_concatenated(user, view, shape, features) if name == "cat" else [Use("unknown")])
             else:
-                use = _consumer_use(node, user, pos, axes, shape, view, features)
+                use = consumer_use(node, user, pos, axes, shape, view.reparametrised, features)
                 uses.append(_placed(use, view))
     return uses
 
