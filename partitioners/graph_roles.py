@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from torch import fx
 
 from .attention import AttentionSite, attention_sites
+from .features import FeatureReader
 from .layout import BlockLayout, Segment
 from .plan import CONV_LAYOUT, Decision
 from .row_flow import RowTargets, attention_fed, trace_rows
@@ -145,15 +146,20 @@ def _as_segments(decision: Decision, n_rows: int) -> list[Segment]:
 
 def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:
     """A weight read by projections, whole or in row slices (a packed ``in_proj`` split)."""
-    placements = {(u.axis, u.batch_axes) for u in uses}
+    placements = {(u.axis, u.batch_axes, u.inner, tuple(a for a, _ in u.picks)) for u in uses}
     if len(placements) != 1:
         return None
-    axis, batch = placements.pop()
+    axis, batch, inner, picked = placements.pop()
     if axis is None:
         return None
-    if batch:
-        layout = _expert_layout(axis, batch)
-        return None if layout is None else Decision("expert", layout)
+    if batch or picked:
+        return _expert_projections(uses, shape, axis, batch + picked, ctx)
+    found = _row_decision(uses, shape, axis, ctx)
+    return found if found is None or not inner else _with_inner(found, inner)
+
+
+def _row_decision(uses: list[Use], shape: tuple[int, ...], axis: int, ctx: GraphContext) -> Decision | None:
+    """The decision for the rows along ``axis``, from where each use's rows go."""
     by_rows: dict[tuple[int, int], set[Decision]] = defaultdict(set)
     for use in uses:
         start, stop = use.rows or (0, shape[axis])
@@ -177,6 +183,46 @@ def _projections(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> 
     return _segments_layout(pieces, axis) if row == shape[axis] else None
 
 
+def _with_inner(decision: Decision, inner: tuple[int, ...]) -> Decision | None:
+    """A decision read along one output axis of a weight with more (an einsum weight
+    ``(D, H, HD)``): a query or key head spans the inner axes; any other output neuron is one
+    (row, inner) index."""
+    layout = decision.layout
+    if decision.role in ("query", "key") and not layout.segments:
+        return decision
+    if layout.segments or layout.group != 1 or layout.batch_axes:
+        return None  # per-head and per-neuron parts mixed: not expressible
+    return Decision(decision.role, BlockLayout.rows(layout.axis, batch_axes=inner))
+
+
+def _expert_projections(
+    uses: list[Use], shape: tuple[int, ...], axis: int, batch: tuple[int | Outer, ...], ctx: GraphContext
+) -> Decision | None:
+    """Expert weights: one block per (expert, output neuron). Parts taken one by one by a
+    constant index (``W[i]``: experts in a loop, or stacked projections) are read each like a
+    plain weight: their query/key heads show, and parts of different roles are no experts."""
+    layout = _expert_layout(axis, batch)
+    if layout is None:
+        return None
+    by_pick: dict[tuple[tuple[int, int], ...], list[Use]] = defaultdict(list)
+    for use in uses:
+        by_pick[use.picks].append(use)
+    if set(by_pick) == {()}:
+        return Decision("expert", layout)
+    found = {_row_decision(group, shape, axis, ctx) for group in by_pick.values()}
+    if None in found or len(found) != 1:
+        return None
+    one = next(iter(found))
+    assert one is not None
+    if one.role in ("query", "key") and not one.layout.segments:
+        return Decision(
+            one.role, BlockLayout.rows(axis, group=one.layout.group, batch_axes=layout.batch_axes)
+        )
+    if one.layout.segments or one.layout.group != 1:
+        return None
+    return Decision("expert", layout)
+
+
 def _expert_layout(axis: int, batch: tuple[int | Outer, ...]) -> BlockLayout | None:
     """One block per (expert, output neuron). Experts stored flat (:class:`~.uses.Outer`) group
     their ``inner`` rows of the split axis per expert; when the outputs are those rows, each row
@@ -195,6 +241,32 @@ def _expert_layout(axis: int, batch: tuple[int | Outer, ...]) -> BlockLayout | N
     return BlockLayout.rows(outer.axis, group=outer.inner, batch_axes=(axis, *plain))
 
 
+def _table(uses: list[Use], kinds: set[str]) -> Decision | None:
+    """Rows read by position (a table added along positions) or used as tokens (the input of a
+    linear map or a norm): one block per position or token; one token (also added to the
+    activations its own projection gives: a residual): one block."""
+    placements = {(u.axis, u.batch_axes) for u in uses}
+    if len(placements) != 1:
+        return None
+    axis, batch = placements.pop()
+    role = "token" if "tokens" in kinds else "position"
+    if axis is None:
+        return Decision(role, BlockLayout.tensor())
+    if any(isinstance(b, Outer) or b == axis for b in batch):
+        return None
+    return Decision(role, BlockLayout.rows(axis, batch_axes=[b for b in batch if isinstance(b, int)]))
+
+
+def _conv(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision:
+    """A convolution is one block, unless its kernel is 1 and its channels feed attention heads
+    (SqueezeBERT's query and key convs): the attention role wins."""
+    if ctx.sites and all(u.node is not None for u in uses):
+        found = _projections(uses, shape, ctx)
+        if found is not None and found.role in ("query", "key", "qkv"):
+            return found
+    return Decision("conv", CONV_LAYOUT)
+
+
 def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decision | None:
     """The role and layout the uses imply; ``None`` when the graph doesn't explain them."""
     kinds = {u.kind for u in uses}
@@ -208,10 +280,8 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
         axes = {u.axis for u in uses}
         axis = axes.pop() if len(axes) == 1 else None
         return None if axis is None else Decision("embedding", BlockLayout.rows(axis))
-    if kinds == {"table"}:
-        axes = {u.axis for u in uses}
-        axis = axes.pop() if len(axes) == 1 else None
-        return None if axis is None else Decision("position", BlockLayout.rows(axis))
+    if kinds <= {"table", "tokens"} or ("tokens" in kinds and kinds <= {"table", "tokens", "shift"}):
+        return _table(uses, kinds)
     if kinds == {"token"}:
         return Decision("token", BlockLayout.tensor())
     if kinds == {"scale"}:
@@ -219,7 +289,7 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
     if kinds == {"shift"}:
         return Decision("bias", BlockLayout.element())
     if kinds == {"conv"}:
-        return Decision("conv", CONV_LAYOUT)
+        return _conv(uses, shape, ctx)
     if kinds != {"project"}:
         return None
     return _projections(uses, shape, ctx)
@@ -247,10 +317,11 @@ def graph_decisions(
     output = next(n for n in graph.nodes if n.op == "output")
     ctx = GraphContext(sites, attention_fed(sites), output, whole_model)
     reading = GraphReading({}, set())
+    features = FeatureReader(set(params))
     for node, name in params.items():
         if name not in shapes:
             continue
-        uses = parameter_uses(node, shapes[name])
+        uses = parameter_uses(node, shapes[name], features)
         if uses:
             ctx.heads_unread = False
             reading.decisions[name] = decide(uses, shapes[name], ctx)

@@ -4,24 +4,23 @@ A parameter placeholder is followed through the views a forward takes of a weigh
 ``transpose``, ``permute``, ``select``/indexing of an expert, casts, unary maths) and the slices
 that cut a packed weight into its projections (``split``, ``chunk``, ``slice``), keeping track of
 which parameter axis each view axis is and which rows each slice holds. Each consuming op gives
-one :class:`Use`; :mod:`.graph_roles` turns the uses into a role and a layout.
+one :class:`Use` (read by :mod:`.consumers`); :mod:`.graph_roles` turns the uses into a role and
+a layout.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from torch import fx
 
+from .consumers import Axis, Outer, Use, along, consumer_use, live_axes, whole_axis
+from .features import FeatureReader, reshape_groups
 from .ops import (
-    BATCHED_PROJECTION_OPS,
-    CONV_OPS,
-    EMBEDDING_OPS,
     IDENTITY_OPS,
-    NORM_OPS,
     SCALAR_ARITH,
     WEIGHT_SLICES,
     WEIGHT_VIEWS,
@@ -34,39 +33,10 @@ from .ops import (
 _UNARY = frozenset(
     {"tanh", "sigmoid", "exp", "softplus", "neg", "abs", "log", "sqrt", "rsqrt", "pow", "clamp"}
 )
-
-
-@dataclass(frozen=True)
-class Outer:
-    """The outer axis of parameter axis ``axis`` viewed as ``(n // inner, inner)``: the expert axis
-    of experts stored flat (DBRX's ``w1.view(E, FF, D)``), ``inner`` rows per expert."""
-
-    axis: int
-    inner: int
-
-
-#: which parameter axis an axis of a weight view is: a whole one, the outer part of one, or none
-Axis = int | Outer | None
-
-
-@dataclass(frozen=True)
-class Use:
-    """How one op consumes a parameter.
-
-    ``kind``: embedding | project | conv | scale | shift | table | token | unknown. For
-    projections and tables, ``axis`` is the parameter axis indexing the op's outputs,
-    ``batch_axes`` the expert axes, ``node``/``out_dim`` the op output and its feature dimension,
-    and ``rows`` the slice of the parameter along ``axis`` the op reads (``None``: all of it).
-    An expert axis picked by a routing index (``W[e]``) stays a batch axis.
-    """
-
-    kind: str
-    axis: int | None = None
-    batch_axes: tuple[int | Outer, ...] = ()
-    node: fx.Node | None = None
-    out_dim: int = -1
-    input: fx.Node | None = None
-    rows: tuple[int, int] | None = None
+#: the ones that reparametrise it: ``-exp(p)`` added to a recurrent state is a decay rate, no bias
+_REPARAMETRISING = _UNARY - {"neg", "abs", "clamp"}
+#: ops that read only the dtype or shape of a tensor given after their first argument
+_METADATA_READS = frozenset({"type_as", "to", "_to_copy", "expand_as", "view_as", "reshape_as"})
 
 
 # ---- following a weight to its consumers -----------------------------------------------------
@@ -107,13 +77,32 @@ def _view_axes(node: fx.Node, axes: list[Axis]) -> list[Axis] | None:
     if [s for s in out_shape if s != 1] == [s for s in in_shape if s != 1]:
         kept = iter(a for a, s in zip(axes, in_shape) if s != 1)
         return [None if s == 1 else next(kept) for s in out_shape]
-    return None
+    return _regridded(in_shape, out_shape, axes) if name in ("view", "reshape") else None
 
 
-def _whole(axis: Axis) -> int | None:
-    """The parameter axis a view axis is, if it is a whole one (outputs along an expert axis
-    are no projection this reader knows)."""
-    return axis if isinstance(axis, int) else None
+def _regridded(in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes: list[Axis]) -> list[Axis] | None:
+    """A table's position axis viewed as a grid ``(n, m)`` (size-1 axes added or dropped too),
+    or a grid viewed back: the grid's outer axis is :class:`Outer`."""
+    groups = reshape_groups(in_shape, out_shape)
+    if groups is None:
+        return None
+    out: list[Axis] = [None] * len(out_shape)
+    for group_in, group_out in groups:
+        sources = [axes[i] for i in group_in]
+        if len(group_in) == 1 and len(group_out) == 1:
+            out[group_out[0]] = sources[0]
+        elif len(group_in) == 1 and len(group_out) == 2 and isinstance(sources[0], int):
+            out[group_out[0]] = Outer(sources[0], out_shape[group_out[1]])
+            out[group_out[1]] = sources[0]
+        elif (
+            len(group_in) == 2
+            and len(group_out) == 1
+            and sources[0] == Outer(cast(int, sources[1]), in_shape[group_in[1]])
+        ):
+            out[group_out[0]] = sources[1]
+        else:
+            return None
+    return out
 
 
 def _split_axis(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> tuple[int, int] | None:
@@ -179,110 +168,20 @@ def _slices(node: fx.Node, axes: list[Axis], windows: dict[int, tuple[int, int]]
     return out
 
 
-def _looks_up_rows(node: fx.Node, ndim: int) -> bool:
-    """``W[ids]`` on axis 0 that reads a table: ids with two or more axes (positions per token),
-    or a fixed index buffer (a relative-position table's lookup pattern). Expert weights are
-    indexed by ids computed from the routing instead."""
+def _looked_up_axis(node: fx.Node, ndim: int, features: FeatureReader) -> int | None:
+    """The axis ``W[..., ids]`` reads a table along, if it is one: a single index tensor (after
+    full slices) with two or more axes (positions per token), or fixed ids (an index buffer, ids
+    computed from sizes: a relative-position table's lookup, LeViT's ``biases[:, idx]``). Expert
+    weights are indexed by ids computed from the routing instead."""
     indices, out_shape = args_of(node)[1], shape_of(node)
-    if out_shape is None or not indices or not isinstance(indices[0], fx.Node):
-        return False
-    if any(i is not None for i in indices[1:]):
-        return False
-    return len(out_shape) > ndim or indices[0].op == "placeholder"
-
-
-def _einsum_use(node: fx.Node, index: int, axes: list[Axis]) -> Use:
-    equation = args_of(node)[0].replace(" ", "")
-    inputs, output = equation.split("->")
-    subs = inputs.split(",")
-    mine, others = subs[index], "".join(s for i, s in enumerate(subs) if i != index)
-    outs = [c for c in mine if c in output and c not in others]
-    batch = tuple(a for a, c in zip(axes, mine) if c in output and c in others and a is not None)
-    if len(outs) != 1 or "." in equation:
-        return Use("unknown")
-    return Use("project", _whole(axes[mine.index(outs[0])]), batch, node, output.index(outs[0]))
-
-
-def _matmul_use(node: fx.Node, pos: int, axes: list[Axis], first: int) -> Use:
-    """``a @ b`` with the weight at ``pos`` (``first`` is the position of ``a``)."""
-    other = args_of(node)[first + 1 - (pos - first)]
-    if pos == first + 1:  # x @ W: outputs along W's last axis
-        axis, out_dim = axes[-1], -1
-    else:  # W @ x: outputs along W's rows
-        axis, out_dim = axes[-2] if len(axes) >= 2 else None, -2
-    batch = tuple(a for a in axes[:-2] if a is not None)
-    return Use("project", _whole(axis), batch, node, out_dim, other if isinstance(other, fx.Node) else None)
-
-
-def _from_batched_projection(node: fx.Node) -> bool:
-    """``node`` is (a view of) the output of a matmul with an expert axis."""
-    for _ in range(6):
-        name = op_name(node)
-        if name in BATCHED_PROJECTION_OPS or "grouped_mm" in name:
-            return True
-        if not (name in WEIGHT_VIEWS or name in IDENTITY_OPS) or not isinstance(args_of(node)[0], fx.Node):
-            return False
-        node = args_of(node)[0]
-    return False
-
-
-def _elementwise_use(user: fx.Node, node: fx.Node, axes: list[Axis], shape: tuple[int, ...]) -> Use:
-    """A weight view multiplied with or added to an activation."""
-    live = [(i, a) for i, a in enumerate(axes) if isinstance(a, Outer) or (a is not None and shape[a] > 1)]
-    name = op_name(user).rstrip("_")
-    if len(live) <= 1:  # broadcast over everything but one axis: a scale or a bias
-        return Use("scale") if name in ("mul", "div") else Use("shift")
-    if name not in ("add", "sub"):
-        return Use("unknown")
-    other = next((a for a in args_of(user) if isinstance(a, fx.Node) and a is not node), None)
-    if other is not None and _from_batched_projection(other):
-        return Use("shift")  # a per-expert bias (n_experts, out)
-    first = live[0][1]  # a position table: rows along its first non-feature axis
-    return Use("table", first) if isinstance(first, int) else Use("unknown")
-
-
-def _consumer_use(node: fx.Node, user: fx.Node, pos: int, axes: list[Axis], shape: tuple[int, ...]) -> Use:
-    name = op_name(user)
-    if name in EMBEDDING_OPS:
-        return Use("embedding", _whole(axes[0])) if pos == 0 else Use("unknown")
-    if name == "linear":
-        if pos == 1:
-            return Use(
-                "project",
-                _whole(axes[0]),
-                tuple(a for a in axes[1:-1] if a is not None),
-                user,
-                -1,
-                args_of(user)[0],
-            )
-        return Use("shift")
-    if name in ("mm", "matmul", "bmm"):
-        return _matmul_use(user, pos, axes, 0)
-    if name in ("addmm", "baddbmm", "addbmm"):
-        return Use("shift") if pos == 0 else _matmul_use(user, pos, axes, 1)
-    if name == "einsum":
-        return _einsum_use(user, pos - 1, axes) if pos >= 1 else Use("unknown")
-    if "grouped_mm" in name:
-        if pos == 1:
-            return Use(
-                "project",
-                _whole(axes[-1]),
-                tuple(a for a in axes[:1] if a is not None),
-                user,
-                -1,
-                args_of(user)[0],
-            )
-        return Use("unknown")
-    if name in CONV_OPS:
-        return Use("shift") if pos == 2 else Use("conv") if pos == 1 else Use("unknown")
-    if name in NORM_OPS:
-        weight, bias = NORM_OPS[name]
-        return Use("scale") if pos == weight else Use("shift") if pos == bias else Use("unknown")
-    if name.rstrip("_") in ("mul", "div", "add", "sub"):
-        return _elementwise_use(user, node, axes, shape)
-    if name in ("where", "masked_scatter"):  # a learned token put where a mask says
-        return Use("token")
-    return Use("unknown")
+    given = [i for i, index in enumerate(indices or ()) if index is not None]
+    if out_shape is None or len(given) != 1 or given[0] != len(indices) - 1:
+        return None
+    ids = indices[given[0]]
+    if not isinstance(ids, fx.Node):
+        return None
+    fixed = ids.op == "placeholder" or (len(out_shape) >= ndim and not features.is_activation(ids))
+    return given[0] if len(out_shape) > ndim or fixed else None
 
 
 def _position(user: fx.Node, node: fx.Node) -> int:
@@ -294,9 +193,21 @@ def _position(user: fx.Node, node: fx.Node) -> int:
     return -1
 
 
-#: a weight view: its node, the parameter axis of each of its axes, the rows each slice holds,
-#: the expert axes a routing index picked
-_Item = tuple[fx.Node, list[Axis], dict[int, tuple[int, int]], tuple[int | Outer, ...]]
+@dataclass(frozen=True)
+class _View:
+    """A view of a weight on the way to its consumers."""
+
+    node: fx.Node
+    #: the parameter axis each of its axes is
+    axes: list[Axis]
+    #: the rows each slice on the way holds, per parameter axis
+    windows: dict[int, tuple[int, int]]
+    #: expert axes a routing index picked
+    picked: tuple[int | Outer, ...] = ()
+    #: (axis, index) of each constant index taken (``W[i]``)
+    picks: tuple[tuple[int, int], ...] = ()
+    #: passed through a reparametrising map (``exp``, ``softplus``...)
+    reparametrised: bool = False
 
 
 def _picked(user: fx.Node, axes: list[Axis], moved: list[Axis]) -> tuple[int | Outer, ...]:
@@ -307,53 +218,127 @@ def _picked(user: fx.Node, axes: list[Axis], moved: list[Axis]) -> tuple[int | O
     return ()
 
 
-def _placed(use: Use, windows: dict[int, tuple[int, int]], picked: tuple[int | Outer, ...]) -> Use:
+def _pick(user: fx.Node, axes: list[Axis]) -> tuple[tuple[int, int], ...]:
+    """``W[i]`` with a constant ``i`` (a Python loop over experts): the (axis, index) taken."""
+    args = args_of(user)
+    if op_name(user) != "select" or not isinstance(args[2], int):
+        return ()
+    axis = axes[args[1] % len(axes)]
+    return ((axis, args[2]),) if isinstance(axis, int) else ()
+
+
+def _placed(use: Use, view: _View) -> Use:
     """``use`` with the rows its slice holds and the expert axes picked on the way to it. A
     split axis the op itself batches over (a weight viewed per head, no expert picked) is no
     expert axis: that use stays unexplained, as before the split was read."""
     if any(isinstance(b, Outer) for b in use.batch_axes):
         return Use("unknown")
-    if use.kind == "project" and picked:
-        use = Use(**{**use.__dict__, "batch_axes": use.batch_axes + picked})
-    if use.axis is not None and use.axis in windows:
-        use = Use(**{**use.__dict__, "rows": windows[use.axis]})
+    if use.kind == "project" and (view.picked or view.picks):
+        use = replace(use, batch_axes=use.batch_axes + view.picked, picks=view.picks)
+    if use.kind in ("project", "conv") and use.axis is not None and use.axis in view.windows:
+        use = replace(use, rows=view.windows[use.axis])
     return use
 
 
-def parameter_uses(placeholder: fx.Node, shape: tuple[int, ...]) -> list[Use]:
-    """Every consumer of a parameter, seen through the views and slices taken of it."""
+def _reassembles(user: fx.Node, view: _View, dim: int, shape: tuple[int, ...]) -> bool:
+    """``cat`` puts this slice of the parameter back where it was along its axis ``dim``: the
+    concatenation is the parameter there again."""
+    axis, pieces, out = view.axes[dim], args_of(user)[0], shape_of(user)
+    if not isinstance(axis, int) or out is None or out[dim] != shape[axis]:
+        return False
+    sizes = [shape_of(p) for p in pieces]
+    if view.node not in pieces or any(s is None for s in sizes):
+        return False
+    offset = sum(cast(tuple[int, ...], s)[dim] for s in sizes[: pieces.index(view.node)])
+    return view.windows.get(axis, (0, shape[axis]))[0] == offset
+
+
+def _concatenated(user: fx.Node, view: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
+    """A weight concatenated with other tensors: the projections the concatenation feeds along
+    the weight's own axes (MobileBERT's ``h @ cat([E.t(), W], 0)``), else tokens put along the
+    concatenated axis (one block per token; a class token, sink logits: one block)."""
+    dim = args_of(user)[1] if len(args_of(user)) > 1 else 0
+    axes = list(view.axes)
+    if not isinstance(dim, int) or not axes:
+        return [Use("token")]
+    dim %= len(axes)
+    if _reassembles(user, view, dim, shape):  # a table's slices put back in order (BEiT)
+        windows = {a: w for a, w in view.windows.items() if a != axes[dim]}
+        return _walk(replace(view, node=user, windows=windows), shape, features)
+    axes[dim] = None
+    found = _walk(replace(view, node=user, axes=axes, windows={}), shape, features)
+    if found and all(u.kind == "project" and u.axis is not None for u in found):
+        return found
+    # tokens put before the sequence (registers): one block per token; a single one, sink
+    # logits after the scores (the last axis): one block
+    sequence = dim in live_axes(view.axes, shape) and dim != len(axes) - 1
+    return [along("tokens", [view.axes[dim]]) if sequence else Use("token")]
+
+
+def _walk(start: _View, shape: tuple[int, ...], features: FeatureReader) -> list[Use]:
+    """The uses of every consumer reached from ``start`` (a view of a parameter shaped
+    ``shape``) through views and slices."""
     uses: list[Use] = []
-    stack: list[_Item] = [(placeholder, list(range(len(shape))), {}, ())]
+    stack = [start]
     while stack:
-        node, axes, windows, picked = stack.pop()
+        view = stack.pop()
+        node, axes = view.node, view.axes
         for user in node.users:
             name = op_name(user)
             if name == "_assert_tensor_metadata":
                 continue
             pos = _position(user, node)
             others = [a for a in args_of(user) if isinstance(a, fx.Node) and a is not node]
-            if (
+            if name in _METADATA_READS and pos >= 1:
+                continue  # x.type_as(w): only its dtype is read
+            if name == "_weight_norm":  # g * v / |v|: v is the weight, g scales it
+                uses.extend([Use("scale")] if pos == 1 else [])
+                if pos == 0:
+                    stack.append(replace(view, node=user))
+            elif (
                 name in IDENTITY_OPS
                 or name in ("contiguous", "clone")
                 or (name in SCALAR_ARITH | _UNARY and not others)
             ):
-                stack.append((user, axes, windows, picked))
+                changed = view.reparametrised or name in _REPARAMETRISING
+                stack.append(replace(view, node=user, reparametrised=changed))
+            elif "upsample" in name and pos == 0:  # a table resized along its positions
+                stack.append(replace(view, node=user))
             elif name in WEIGHT_SLICES and pos == 0:
-                pieces = _slices(user, axes, windows)
+                pieces = _slices(user, axes, view.windows)
                 if pieces is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.extend((*piece, picked) for piece in pieces)
-            elif name == "index" and pos == 0 and _looks_up_rows(user, len(axes)):
-                uses.append(Use("embedding", _whole(axes[0])))  # W[ids] with ids of any shape: a table
+                    stack.extend(replace(view, node=n, axes=a, windows=w) for n, a, w in pieces)
+            elif (
+                name == "index"
+                and pos == 0
+                and (looked_up := _looked_up_axis(user, len(axes), features)) is not None
+            ):
+                uses.append(Use("embedding", whole_axis(axes[looked_up])))  # W[ids]: a table
             elif name in WEIGHT_VIEWS and pos == 0:
                 moved = _view_axes(user, axes)
                 if moved is None:
                     uses.append(Use("unknown"))
                 else:
-                    stack.append((user, moved, windows, picked + _picked(user, axes, moved)))
-            elif pos < 0:  # inside a list argument: cat (a token, sink logits), index
-                uses.append(Use("token" if name == "cat" else "unknown"))
+                    picked = view.picked + _picked(user, axes, moved)
+                    stack.append(
+                        replace(
+                            view, node=user, axes=moved, picked=picked, picks=view.picks + _pick(user, axes)
+                        )
+                    )
+            elif pos < 0:  # inside a list argument: cat (a token, sink logits, a stacked head), index
+                uses.extend(_concatenated(user, view, shape, features) if name == "cat" else [Use("unknown")])
             else:
-                uses.append(_placed(_consumer_use(node, user, pos, axes, shape), windows, picked))
+                use = consumer_use(node, user, pos, axes, shape, view.reparametrised, features)
+                uses.append(_placed(use, view))
     return uses
+
+
+def parameter_uses(
+    placeholder: fx.Node, shape: tuple[int, ...], features: FeatureReader | None = None
+) -> list[Use]:
+    """Every consumer of a parameter, seen through the views and slices taken of it
+    (``features``: a reader shared by the parameters of one graph)."""
+    start = _View(placeholder, list(range(len(shape))), {})
+    return _walk(start, shape, features or FeatureReader())

@@ -163,7 +163,6 @@ CASES = [
         "transformers",
         built(lambda: tf.CohereForCausalLM(tf.CohereConfig(**decoder(use_qk_norm=True))), token_ids(V)),
         without(llama_layers(), {"lm_head.weight"}),  # the q/k norm scales match "*norm.weight"
-        miss="warned, layout right: a 2-D (heads, head_dim) LayerNorm scale (CohereLayerNorm as qk norm, weight * x with x (B, T, H, HD)) is not explained as a norm scale",
     ),
     Case(
         # StableLM: partial rotary (25%), qkv biases, a separate LayerNorm(head_dim) for each
@@ -276,7 +275,7 @@ CASES = [
             "*norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: 3-D expert weights used as W[i] (select on dim 0 in a Python loop over experts, then F.linear) get rows(dim=1) merged across experts, not one block per (expert, row); the MoA query experts' heads (index_add into zeros, view to heads) are not read",
+        miss="SILENT: the mixture-of-attention query experts' heads are not read: experts.input_linear (W[i] per expert on a data-dependent token count, outputs cat'ed and index_add'ed into zeros, then viewed to heads) gets one block per (expert, row), not per (expert, head): the row flow can't label symbolic shapes nor follow index_add (the MLP experts are right)",
     ),
     Case(
         # RecurrentGemma (Griffin): recurrent layers (linear_x -> depthwise Conv1d -> RG-LRU with

@@ -199,7 +199,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: (H, HD) biases added to the (B, T, H, HD) query taken as position tables (one block per head); r_kernel (D, H, HD) as the weight of einsum('td,dnh->tnh') not explained -> other, warned",
+        miss="SILENT: r_kernel (D, H, HD) projects relative positions into per-head keys (einsum 'td,dnh->tnh', relative-shift scores added to the content scores) not read as attention: one block per (head, dim), not per head",
     ),
     Case(
         # XLNet two-stream relative attention as einsums with 3-D weights (D, H, HD): q, k, r
@@ -231,7 +231,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="einsum with a 3-D weight (D, H, HD) ('ibh,hnd->ibnd') as the q/k/v/r projection not explained -> other, warned; SILENT: (H, HD) biases added to the query taken as position tables; mask_emb warned",
+        miss="SILENT: the attention site takes the segment scores (einsum 'ijbs,ibns->bnij', added to the content scores) as its q.k: the (D, H, HD) q/k einsum weights are read as plain projections, one block per (head, dim) instead of per head; r (relative position keys through a relative shift) likewise",
     ),
     Case(
         # ConvBERT mixed attention: H/head_ratio = 2 self-attention heads of 8 plus a span-based
@@ -292,7 +292,6 @@ CASES = [
             "*layernorm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: kernel-1 Conv1d q/k feeding the attention get the conv layout (one block), not one block per head",
     ),
     Case(
         # MobileBERT: trigram embedding (three shifted copies concatenated, then a Linear(3E, D)),
@@ -325,7 +324,6 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="output head h @ cat([E.t(), W_dense], 0): the tied embedding E -> other, warned; SILENT: W_dense (D - E, V) role token but one block, not one block per token along dim 1",
     ),
     Case(
         # RoFormer: frozen sinusoidal table, rotary (rotate_every_two) applied to queries, keys
@@ -406,7 +404,6 @@ CASES = [
             "*norm*.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: a learned query token (probe (1, 1, D) repeated over the batch, the query input of nn.MultiheadAttention's in-projection) taken as a bias (per element)",
     ),
     Case(
         # BEiT: per-layer relative position bias table ((2w-1)^2 + 3, H) read by index (one
@@ -445,7 +442,6 @@ CASES = [
             "classifier.weight": rows(),
             "*.bias": element(),
         },
-        miss="relative position bias table sliced [:-3], viewed as a grid, permuted, F.interpolate'd, cat with its last 3 rows, then indexed: not followed -> other, warned",
     ),
     Case(
         # LeViT: conv + BatchNorm patch stem; Linear + BatchNorm1d layers; queries_keys_values
@@ -583,6 +579,5 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="warned, layout right by fallback: weight_norm parametrization (aten._weight_norm(v, g, 2) feeding conv1d) not explained",
     ),
 ]

@@ -324,6 +324,7 @@ CASES = [
             bool_masked_pos=torch.arange(32).reshape(2, 16) % 3 == 0,
         ),
         {
+            "embeddings.register_tokens": rows(1),  # learned tokens: one block per token
             "embeddings.*_token*": whole(),
             "embeddings.patch_embeddings.weight": whole(),
             "*.lambda1": whole(),
@@ -415,7 +416,6 @@ CASES = [
         }
         | GATED_MLP
         | attention(),
-        miss="warned, layout right: correct_output_scale is also the argument of corrected.type_as(param) (a dtype-only use) before the multiply: not explained",
     ),
     Case(
         # Nemotron: LayerNorm1P (weight + 1, with bias), squared-ReLU up/down MLP, partial rotary

@@ -3,7 +3,7 @@ chunked attention, relative positions (Transformer-XL style, decomposed, continu
 position tables.
 
 A set of learned query tokens (a latent array, BLIP-2's query tokens, a register) is one block
-per tensor, like a class token. Every layout below is read from
+per token, like an embedding row (a single class token: one block). Every layout below is read from
 ``transformers/models/<model>/modeling_<model>.py``.
 """
 
@@ -108,7 +108,7 @@ CASES = [
         # of a cross-attention to the byte embeddings (+ learned positions); latent
         # self-attention (4 heads of 8); a decoder whose queries are a trainable "position" array
         # (16, D), used exactly like the latents (expanded, LayerNorm, query Linear; never indexed
-        # nor added: a learned token set, one block), attending with 8 heads of 32; logits
+        # nor added: a learned token set, one block per token), attending with 8 heads of 32; logits
         # against the transposed embedding table
         "hf-perceiver-latent-array",
         "transformers",
@@ -133,8 +133,8 @@ CASES = [
         {
             "*.input_preprocessor.embeddings.weight": rows(),
             "*.input_preprocessor.position_embeddings.weight": rows(),
-            "perceiver.embeddings.latents": whole(),
-            "*.output_position_encodings.position_embeddings": whole(),
+            "perceiver.embeddings.latents": rows(),  # learned tokens: one block per token
+            "*.output_position_encodings.position_embeddings": rows(),
             "*.encoder.cross_attention.*.self.query.weight": heads(D),
             "*.encoder.cross_attention.*.self.key.weight": heads(D),
             "*.self_attends.*.self.query.weight": heads(HD),
@@ -146,7 +146,6 @@ CASES = [
             "*layernorm*.weight": whole(),
             "*bias": element(),
         },
-        miss="warned, layout right: the latent array and the decoder's query array (expanded, then LayerNorm, then the query Linear) not explained as learned token sets",
     ),
     Case(
         # BLIP-2 vision + Q-Former: ViT with fused qkv reshape(B, T, 3, H, HD), class embedding and
@@ -182,7 +181,7 @@ CASES = [
             pixels(),
         ),
         {
-            "query_tokens": whole(),
+            "query_tokens": rows(1),  # learned tokens: one block per token
             "vision_model.embeddings.class_embedding": whole(),
             "vision_model.embeddings.position_embedding": rows(1),
             "vision_model.embeddings.patch_embedding.weight": whole(),
@@ -198,7 +197,6 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="warned, layout right: the learned query tokens (expanded, then LayerNorm, then attention) not explained as a learned token set",
     ),
     Case(
         # wav2vec2-Conformer with relative positions: Transformer-XL style attention, linear_pos
@@ -340,7 +338,6 @@ CASES = [
             "*norm*.weight": whole(),
             "*bias": element(),
         },
-        miss="position table reshaped to a grid and resized by computed bilinear weights (weights @ table: the table is the right operand, rows contracted) -> other, warned; SILENT: the pooling head's probe taken as a bias (as in hf-siglip-vision-attention-pool)",
     ),
     Case(
         # Wav2Vec2-BERT (Conformer) with relative_key positions: a distance table (L + R + 1, HD)
@@ -481,6 +478,5 @@ CASES = [
             "*norm*.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: a (1, Hp, Wp, D) position grid added to the (B, Hp, Wp, D) patches gets one block per grid row (first live axis), not per position; rel_pos_h/w (read by index, einsum with the query, added to the 5-D viewed scores) -> other, warned",
     ),
 ]
