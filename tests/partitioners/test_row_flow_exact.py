@@ -264,7 +264,7 @@ def test_a_residual_sum_ends_the_rows():
     flow = propagate(nodes["linear_1"], rows(3))  # f's rows: the stream is what f is computed from
     assert set(flow.labels) == {nodes["linear_1"]}
     flow = propagate(nodes["linear"], rows(3))  # the stream's rows: f(s) is computed from them
-    assert set(flow.labels) == {nodes["linear"]}
+    assert set(flow.labels) == {nodes["linear"], nodes["tanh"]}  # tanh(s) keeps them; the sum ends them
 
 
 def test_a_residual_difference_ends_the_rows():
