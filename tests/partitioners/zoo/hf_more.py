@@ -393,6 +393,5 @@ CASES = [
             "*.bias": element(),
         },
         may_warn=("*.time_decay",),
-        miss="SILENT: time_decay, used only as -exp(p) added to the running WKV state, taken as a bias (per element)",
     ),
 ]

@@ -55,7 +55,6 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="the relative table through LayerNorm into key_proj/query_proj (a table used as a Linear's input) -> other, warned",
     ),
     Case(
         # DeBERTa-v2 without shared keys: separate pos_key_proj (c2p) and pos_query_proj (p2c)
@@ -88,7 +87,6 @@ CASES = [
             "*LayerNorm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: the relative table used as a Linear's input taken as a bias (per element)",
     ),
     Case(
         # ALBERT: factorized embeddings (E=16) mapped to D by embedding_hidden_mapping_in, ONE
@@ -480,7 +478,6 @@ CASES = [
             "*batch_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: attention_biases[:, idx] (index on dim 1) per head or per element, not per offset column",
     ),
     Case(
         # SegFormer: overlapping conv patch embeddings, efficient attention whose keys/values

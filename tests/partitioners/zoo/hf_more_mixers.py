@@ -368,7 +368,9 @@ CASES = [
             "*.gate_up_proj.weight": rows(),
             "*.down_proj.weight": rows(),
             "model.layers.1.linear.weight": rows(),
-            "*.mamba.in_proj.weight": rows(),
+            # z | x per row, then B and C (one group each: a shared key and query of the SSD's
+            # bilinear form, as for hf-mamba2-ssd), then dt per row
+            "*.mamba.in_proj.weight": segments(per_row(2 * 64), one(8), one(8), per_row(8)),
             "*.mamba.conv1d.weight": whole(),
             "*.mamba.A_log": whole(),
             "*.mamba.D": whole(),

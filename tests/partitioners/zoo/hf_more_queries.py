@@ -101,7 +101,6 @@ CASES = [
             "*norm*.weight": whole(),
             "*.bias": element(),
         },
-        miss="position table sliced [:, 1:] and viewed as a (1, 4, 4, D) grid before the add -> other, warned",
     ),
     Case(
         # Perceiver IO (MLM): a learned latent array (4, D) expanded over the batch is the query
@@ -242,7 +241,6 @@ CASES = [
             "*norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: (H, HD) biases pos_bias_u/v added to the (B, H, T, HD) query taken as position tables (one block per head)",
     ),
     Case(
         # Swin V2: cosine attention (q, k L2-normalized per head) scaled by exp(clamp(logit_scale))
