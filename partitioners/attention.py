@@ -6,7 +6,8 @@ A site is a query and a key contracted per head over one axis (the head dimensio
 backend ops) or ``flex_attention``. Between the two contractions the scores may pass elementwise
 ops, masks, casts, concatenations (sink logits) and slices, and either
 
-* a normalisation over the key axis (``softmax``, or its ``exp(s) / exp(s).sum()`` form); every
+* a normalisation over the key axis (``softmax``, its ``exp(s) / exp(s).sum()`` form, or
+  ``exp(s - logsumexp(s))``); every
   per-head contraction added to the scores before it is a site of its own (relative-position
   scores: DeBERTa's ``q . pos_k``, Transformer-XL's skewed ``q . r``, ViTDet's ``q . R_h``), or
 * no normalisation (linear attention: decay masks, the chunked delta rule). Then the evidence
@@ -146,14 +147,19 @@ def _search(start: fx.Node, forward: bool, through: frozenset[str] = SCORE_OPS) 
 
 
 def _normalised_input(node: fx.Node) -> fx.Node | None:
-    """The scores a normalisation takes: ``softmax(s)``, or ``e / e.sum(...)``."""
+    """The scores a normalisation takes: ``softmax(s)``, ``e / e.sum(...)``, or the log-softmax
+    ``s - logsumexp(s)`` (``exp`` of it is the softmax)."""
     name = op_name(node)
     if name in SOFTMAX_OPS:
         return args_of(node)[0] if isinstance(args_of(node)[0], fx.Node) else None
-    if name == "div" and len(args_of(node)) == 2 and all(isinstance(a, fx.Node) for a in args_of(node)):
-        num, den = args_of(node)
-        if op_name(den) == "sum" and args_of(den)[0] is num:
-            return num
+    pair = args_of(node)[:2]
+    if len(pair) != 2 or not all(isinstance(a, fx.Node) for a in pair):
+        return None
+    first, second = pair
+    if name == "div" and op_name(second) == "sum" and args_of(second)[0] is first:
+        return first
+    if name == "sub" and op_name(second) == "logsumexp" and args_of(second)[0] is first:
+        return first  # a log-softmax: ``exp`` of it (a score op) is the softmax
     return None
 
 
