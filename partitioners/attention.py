@@ -46,7 +46,7 @@ from .ops import (
 _REACH = 16
 #: ops relative-position scores pass on their way to the content scores: the gather by relative
 #: distance (DeBERTa) and the transposes of a key-side score (p2c), besides the pad/view skew
-_POSITION_SCORE_OPS = SCORE_OPS | {"gather", "transpose", "permute", "t", "mT"}
+_POSITION_SCORE_OPS = SCORE_OPS | {"gather", "index_select", "transpose", "permute", "t", "mT"}
 #: ops whose weight operand makes them a projection: a query or key is read past none of them
 _PROJECTION_OPS = CONV_OPS | EMBEDDING_OPS | {"linear", "addmm", "_grouped_mm", "grouped_mm"}
 
@@ -130,8 +130,9 @@ def _free_axes(node: fx.Node) -> tuple[int, int] | None:
     return None
 
 
-def _search(start: fx.Node, forward: bool, through: frozenset[str] = SCORE_OPS) -> Iterable[fx.Node]:
-    """Nodes reached from ``start`` through ``through`` ops (plus the first node past them)."""
+def _search(start: fx.Node, forward: bool, through: frozenset[str] | None = SCORE_OPS) -> Iterable[fx.Node]:
+    """Nodes reached from ``start`` through ``through`` ops (``None``: any op), plus the first
+    node past them."""
     seen, queue = {start}, deque([(start, 0)])
     while queue:
         node, depth = queue.popleft()
@@ -142,7 +143,7 @@ def _search(start: fx.Node, forward: bool, through: frozenset[str] = SCORE_OPS) 
                 continue
             seen.add(nxt)
             yield nxt
-            if op_name(nxt) in through:
+            if through is None or op_name(nxt) in through:
                 queue.append((nxt, depth + 1))
 
 
@@ -227,8 +228,35 @@ def _score_terms(scores: fx.Node, per_head: bool) -> list[list[tuple[fx.Node, in
     forms; without ``per_head`` and with none of those, the nearest (one head, ``mm``)."""
     back = [scores, *_search(scores, forward=False, through=_POSITION_SCORE_OPS)]
     terms = [(n, ops) for n in back if (ops := _activation_contraction(n)) is not None]
-    heads = [ops for n, ops in terms if _free_axes(n) is not None]
+    heads = [ops for n, ops in terms if _per_head(n)]
+    # of several, the bilinear forms of projected activations: not a segment term (XLNet's
+    # one-hot segment matrix against ``q . seg_embed``)
+    heads = [ops for ops in heads if all(_projected(t) for t, _ in ops)] or heads
     return heads if per_head or heads else [ops for _, ops in terms[:1]]
+
+
+def _per_head(node: fx.Node) -> bool:
+    """A contraction of row axes with an output axis both operands share (heads, batch); the
+    first operand may have more row axes (Funnel's position keys ``tnh`` shared by the batch)."""
+    if op_name(node) != "einsum":
+        return _free_axes(node) is not None
+    inputs, out = args_of(node)[0].replace(" ", "").split("->")
+    a, b = inputs.split(",")
+    return any(c in b and c in out for c in a) and any(c not in b for c in a) and any(c not in a for c in b)
+
+
+def _is_projection(node: fx.Node) -> bool:
+    """``node`` multiplies an activation by a weight: a linear map, conv, or contraction with a
+    weight operand (an embedding lookup is no projection of the token stream)."""
+    if op_name(node) in _PROJECTION_OPS - EMBEDDING_OPS:
+        return True
+    operands = contraction_operands(node)
+    return operands is not None and any(is_weight(n) for n, _ in operands)
+
+
+def _projected(node: fx.Node) -> bool:
+    """``node`` is computed (within :data:`_REACH` ops) from a projection by a weight."""
+    return _is_projection(node) or any(_is_projection(n) for n in _search(node, forward=False, through=None))
 
 
 def _normalised_sites(node: fx.Node) -> list[AttentionSite]:

@@ -170,6 +170,10 @@ def _row_decision(uses: list[Use], shape: tuple[int, ...], axis: int, ctx: Graph
     for found in by_rows.values():  # the same heads as queries in one use, keys in another
         if {d.role for d in found} == {"query", "key"} and len({d.layout for d in found}) == 1:
             found.difference_update([d for d in found if d.role == "query"])
+        if {d.role for d in found} in ({"linear", "query"}, {"linear", "key"}) and len(found) == 2:
+            # heads read in one use; another whose rows reach no attention the reader follows
+            # (XLNet's query stream picked by a target mapping) doesn't make them rows
+            found.difference_update([d for d in found if d.role == "linear"])
         if len(found) != 1:
             return None
     if len(by_rows) == 1 and next(iter(by_rows)) == (0, shape[axis]):

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from partitioners import BlockLayout
+from partitioners.attention import attention_sites
+from partitioners.ops import op_name
 
-from .test_attention_variants import ROWS, C, check
+from .test_attention_variants import ROWS, C, D, H, T, check, merge_heads, split_heads
 
 
 # ---- 1. exp(s - logsumexp(s)) is a softmax ------------------------------------------------------
@@ -51,3 +54,58 @@ def test_exp_of_scores_minus_their_logsumexp_is_a_softmax():
 
 def test_scores_minus_the_logsumexp_of_other_scores_are_no_attention():
     check(ShiftedByOtherScores(), {f"{p}.weight": ROWS for p in "qkvo"})
+
+
+# ---- 2. several score terms: content q.k, position q.r, and a segment term that is no q.k ------
+class RelativeSegmentAttention(nn.Module):
+    """XLNet/Funnel-style: q, k, r are einsum weights (C, H, D). The scores sum the content
+    ``q . k``, the position ``q . r`` (sinusoids of 2T distances projected by ``r``, shared by the
+    batch, relative-shifted by reshape, slice and ``index_select``) and a segment term: a one-hot
+    "same segment" matrix of the inputs (no projection) against ``q . seg_embed``."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.r = (nn.Parameter(torch.randn(C, H, D)) for _ in range(3))
+        self.seg_embed = nn.Parameter(torch.randn(2, H, D))
+        self.v, self.o = nn.Linear(C, C, bias=False), nn.Linear(C, C, bias=False)
+
+    def forward(self, x):
+        B, L, _ = x.shape
+        q = torch.einsum("bic,chd->bihd", x, self.q)
+        k = torch.einsum("bjc,chd->bjhd", x, self.k)
+        distances = torch.arange(2 * L, dtype=x.dtype, device=x.device)
+        sinusoids = torch.sin(distances[:, None] * torch.arange(C, dtype=x.dtype, device=x.device))
+        r = torch.einsum("tc,chd->thd", sinusoids, self.r)
+        content = torch.einsum("bihd,bjhd->bhij", q, k)
+        position = torch.einsum("bihd,thd->bhit", q, r).reshape(B, H, 2 * L, L)[:, :, 1:]
+        position = position.reshape(B, H, L, 2 * L - 1).index_select(3, torch.arange(L, device=x.device))
+        segments = torch.arange(L, device=x.device) >= L // 2
+        same = segments[:, None] == segments[None, :]
+        other = torch.stack([same, ~same], dim=-1).to(x.dtype)  # (i, j, s): one-hot "same segment"
+        segment = torch.einsum("ijs,bihs->bhij", other, torch.einsum("bihd,shd->bihs", q, self.seg_embed))
+        probs = (content + position + segment).softmax(-1)
+        return self.o(merge_heads(probs @ split_heads(self.v(x))))
+
+
+def test_score_terms_of_projections_are_sites_and_the_segment_term_is_not():
+    traced = make_fx(RelativeSegmentAttention(), pre_dispatch=True)
+    graph = traced(torch.zeros(2, T, C)).graph
+    einsums = [n for n in graph.nodes if op_name(n) == "einsum"]
+    # forward order: q, k, r projections, content q.k, position q.r, q.seg_embed, segment term
+    q, k, r, content, position = einsums[:5]
+    sites = attention_sites(graph)
+    assert {(s.query, s.key) for s in sites} == {(q, k), (q, r)}, [(s.query, s.key) for s in sites]
+    assert (content.args[1][1], position.args[1][1]) == (k, r)
+
+
+def test_query_key_and_position_key_einsum_weights_are_read_per_head():
+    per_head = BlockLayout.rows(1)  # (C, H, D): one block per head
+    expected = {
+        "q": per_head,
+        "k": per_head,
+        "r": per_head,
+        "seg_embed": BlockLayout.rows(0, batch_axes=(1,)),  # one block per (segment, head)
+        "v.weight": ROWS,
+        "o.weight": ROWS,
+    }
+    check(RelativeSegmentAttention(), expected)
