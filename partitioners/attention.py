@@ -22,7 +22,7 @@ reader then asks which projection rows land in which query/key head.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import fx
@@ -49,6 +49,15 @@ _REACH = 16
 _POSITION_SCORE_OPS = SCORE_OPS | {"gather", "index_select", "transpose", "permute", "t", "mT"}
 #: ops whose weight operand makes them a projection: a query or key is read past none of them
 _PROJECTION_OPS = CONV_OPS | EMBEDDING_OPS | {"linear", "addmm", "_grouped_mm", "grouped_mm"}
+
+
+#: position of the index (or condition) argument of ops that pick, write or select by it
+_INDEX_ARGS = {
+    **dict.fromkeys(("gather", "index_select", "index_add", "index_add_", "index_copy", "index_fill"), 2),
+    **dict.fromkeys(("scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce"), 2),
+    **dict.fromkeys(("index", "_unsafe_index", "index_put", "index_put_", "masked_fill", "masked_fill_"), 1),
+    "where": 0,
+}
 
 
 @dataclass
@@ -130,20 +139,25 @@ def _free_axes(node: fx.Node) -> tuple[int, int] | None:
     return None
 
 
-def _search(start: fx.Node, forward: bool, through: frozenset[str] | None = SCORE_OPS) -> Iterable[fx.Node]:
-    """Nodes reached from ``start`` through ``through`` ops (``None``: any op), plus the first
-    node past them."""
+def _search(
+    start: fx.Node, forward: bool, through: frozenset[str] | Callable[[fx.Node], bool] = SCORE_OPS
+) -> Iterable[fx.Node]:
+    """Nodes reached from ``start`` through ``through`` ops (tensors only), plus the first node
+    past them; or through the nodes ``through`` accepts (tuples too: a ``chunk``), back only
+    along the data they carry (:func:`_data_inputs`)."""
+    crosses = through if callable(through) else (lambda n: op_name(n) in through)
+    inputs = _data_inputs if callable(through) else (lambda n: n.all_input_nodes)
     seen, queue = {start}, deque([(start, 0)])
     while queue:
         node, depth = queue.popleft()
         if depth >= _REACH:
             continue
-        for nxt in node.users if forward else node.all_input_nodes:
-            if nxt in seen or not is_tensor(nxt):
+        for nxt in node.users if forward else inputs(node):
+            if nxt in seen or not (callable(through) or is_tensor(nxt)):
                 continue
             seen.add(nxt)
             yield nxt
-            if through is None or op_name(nxt) in through:
+            if crosses(nxt):
                 queue.append((nxt, depth + 1))
 
 
@@ -254,9 +268,68 @@ def _is_projection(node: fx.Node) -> bool:
     return operands is not None and any(is_weight(n) for n, _ in operands)
 
 
+def _in_stream(node: fx.Node) -> bool:
+    """``node`` neither projects, nor mixes tokens, nor normalises (a router's gates, another
+    attention's probabilities): searches for sources and uses cross it."""
+    return (
+        not _is_projection(node) and _activation_contraction(node) is None and _normalised_input(node) is None
+    )
+
+
+def _data_inputs(node: fx.Node) -> list[fx.Node]:
+    """The inputs whose values ``node`` carries on: not the indices it picks or writes by, nor
+    the condition it selects by (a router's top-k experts choose rows, they are no features)."""
+    name, args = op_name(node), args_of(node)
+    skipped = args[_INDEX_ARGS[name]] if name in _INDEX_ARGS and len(args) > _INDEX_ARGS[name] else None
+    dropped = set(skipped if isinstance(skipped, list | tuple) else [skipped])
+    return [n for n in node.all_input_nodes if n not in dropped]
+
+
+def _source_projections(node: fx.Node) -> set[fx.Node]:
+    """The nearest projections ``node`` is computed from (within :data:`_REACH` ops, past no
+    contraction of activations)."""
+    if not _in_stream(node):
+        return {node} if _is_projection(node) else set()
+    return {n for n in _search(node, forward=False, through=_in_stream) if _is_projection(n)}
+
+
 def _projected(node: fx.Node) -> bool:
-    """``node`` is computed (within :data:`_REACH` ops) from a projection by a weight."""
-    return _is_projection(node) or any(_is_projection(n) for n in _search(node, forward=False, through=None))
+    """``node`` is computed from a projection by a weight."""
+    return bool(_source_projections(node))
+
+
+def _score_pairs(node: fx.Node) -> list[tuple[fx.Node, ...]]:
+    """The pairs of tensors contracted into the scores that ``node`` normalises before they
+    weight values: a fused attention's query and key, or the operands of every per-head
+    contraction of activations its scores are computed from (a product without a head axis is a
+    bias shared by the heads)."""
+    if is_fused_attention(op_name(node)):
+        return [tuple(a for a in args_of(node)[:2] if isinstance(a, fx.Node))]
+    scores = _normalised_input(node)
+    weighs = scores is not None and any(
+        _activation_contraction(n) is not None for n in _search(node, forward=True, through=_in_stream)
+    )
+    if scores is None or not weighs:
+        return []
+    back = [scores, *_search(scores, forward=False, through=_in_stream)] if _in_stream(scores) else [scores]
+    return [
+        tuple(n for n, _ in ops)
+        for c in back
+        if (ops := _activation_contraction(c)) is not None and _per_head(c)
+    ]
+
+
+def score_projections(graph: fx.Graph) -> set[fx.Node]:
+    """The projections on both sides of every attention's scores, read as a site or not: each
+    must be read as query or key heads (the safety net for attention the reader can't follow,
+    through ``as_strided`` chunks or a sort by hash)."""
+    found: set[fx.Node] = set()
+    for node in graph.nodes:
+        for pair in _score_pairs(node):
+            sides = [_source_projections(n) for n in pair]
+            if len(sides) == 2 and all(sides):
+                found |= sides[0] | sides[1]
+    return found
 
 
 def _normalised_sites(node: fx.Node) -> list[AttentionSite]:

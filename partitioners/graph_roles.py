@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from .attention import AttentionSite, attention_sites
+from .attention import AttentionSite, attention_sites, score_projections
 from .features import FeatureReader
 from .layout import BlockLayout, Segment
 from .plan import CONV_LAYOUT, Decision
@@ -299,6 +299,10 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
     return _projections(uses, shape, ctx)
 
 
+#: roles of a projection whose query or key heads were read (a conv stays one block)
+_HEADS_READ = frozenset({"query", "key", "qkv", "conv"})
+
+
 @dataclass
 class GraphReading:
     """What the graph says about each parameter it uses."""
@@ -322,13 +326,19 @@ def graph_decisions(
     ctx = GraphContext(sites, attention_fed(sites), output, whole_model)
     reading = GraphReading({}, set())
     features = FeatureReader(set(params))
+    scoring = score_projections(graph)
     for node, name in params.items():
         if name not in shapes:
             continue
         uses = parameter_uses(node, shapes[name], features)
         if uses:
             ctx.heads_unread = False
-            reading.decisions[name] = decide(uses, shapes[name], ctx)
+            decision = decide(uses, shapes[name], ctx)
+            if any(u.node in scoring for u in uses) and (
+                decision is None or decision.role not in _HEADS_READ
+            ):
+                ctx.heads_unread, decision = True, None  # scored against another projection, heads unread
+            reading.decisions[name] = decision
             if ctx.heads_unread:
                 reading.heads_unread.add(name)
     return reading

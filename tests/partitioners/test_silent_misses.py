@@ -8,15 +8,18 @@ from the module's forward: q/k projections one block per head, v and the rest on
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from partitioners import BlockLayout
+from partitioners import BlockLayout, PartitionWarning, auto_partition
 from partitioners.attention import attention_sites
 from partitioners.ops import op_name
 
-from .test_attention_variants import ROWS, C, D, H, T, check, merge_heads, split_heads
+from .partitions import mismatches
+from .test_attention_variants import HEADS, ROWS, C, D, H, T, X, check, merge_heads, split_heads
 
 
 # ---- 1. exp(s - logsumexp(s)) is a softmax ------------------------------------------------------
@@ -109,3 +112,97 @@ def test_query_key_and_position_key_einsum_weights_are_read_per_head():
         "o.weight": ROWS,
     }
     check(RelativeSegmentAttention(), expected)
+
+
+# ---- 3. the safety net: attention whose heads can't be read is named, never silently per row ---
+class StridedChunkAttention(nn.Module):
+    """Longformer-style sliding windows: q, k, v cut into overlapping chunks of 4 tokens (stride
+    2) by ``as_strided``, which the row flow doesn't follow; scored, normalised, weighting v."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(C, C, bias=False) for _ in range(4))
+
+    def forward(self, x):
+        B, L, _ = x.shape
+
+        def chunks(t: torch.Tensor) -> torch.Tensor:
+            heads = split_heads(t).contiguous()  # (B, H, L, D)
+            return heads.as_strided((B, H, 2, 4, D), (H * L * D, L * D, 2 * D, D, 1))
+
+        scores = torch.einsum("bhcid,bhcjd->bhcij", chunks(self.q(x)), chunks(self.k(x)))
+        out = torch.einsum("bhcij,bhcjd->bhcid", scores.softmax(-1), chunks(self.v(x)))
+        return self.o(merge_heads(out.reshape(B, H, 8, D)[:, :, :L]))
+
+
+class RoutedQueryAttention(nn.Module):
+    """Near miss: each query head scaled by a router's softmax gate (mixture of attention heads):
+    the router feeds the query, but through a normalisation: it is no query projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(C, C, bias=False) for _ in range(4))
+        self.router = nn.Linear(C, H, bias=False)
+
+    def forward(self, x):
+        gate = self.router(x).softmax(-1).transpose(1, 2).unsqueeze(-1)  # (B, H, L, 1)
+        q, k, v = split_heads(self.q(x)) * gate, split_heads(self.k(x)), split_heads(self.v(x))
+        return self.o(merge_heads((q @ k.mT).softmax(-1) @ v))
+
+
+class RouterSkippedQueries(RoutedQueryAttention):
+    """Near miss: the queries of tokens a router skips are zeroed (``masked_fill`` by its choice):
+    the router chooses which rows count, its outputs are no query features."""
+
+    def forward(self, x):
+        keep = (self.router(x)[..., :1] > 0).unsqueeze(1)  # (B, 1, L, 1)
+        q = split_heads(self.q(x)).masked_fill(~keep, 0.0)
+        k, v = split_heads(self.k(x)), split_heads(self.v(x))
+        return self.o(merge_heads((q @ k.mT).softmax(-1) @ v))
+
+
+class ContrastiveLogits(nn.Module):
+    """Near miss: log-softmax over the products of two projected views (a contrastive loss's
+    logits) that weight no values: no attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(C, C, bias=False), nn.Linear(C, C, bias=False)
+
+    def forward(self, x):
+        return (self.a(x[0]) @ self.b(x[1]).T).log_softmax(-1)
+
+
+def test_attention_through_as_strided_chunks_names_its_query_and_key():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = auto_partition(StridedChunkAttention(), X)
+    whole = BlockLayout.tensor()
+    expected = {"q.weight": whole, "k.weight": whole, "v.weight": ROWS, "o.weight": ROWS}
+    assert mismatches(plan, expected) == {}
+    (warning,) = [str(w.message) for w in caught if issubclass(w.category, PartitionWarning)]
+    lines = warning.splitlines()
+    assert lines[0].endswith("attention whose heads could not be read, one block each: k.weight, q.weight")
+    assert len(lines) == 2  # nothing else named
+
+
+def test_a_router_gating_the_queries_is_no_unread_query():
+    expected = {
+        "q.weight": HEADS,
+        "k.weight": HEADS,
+        "v.weight": ROWS,
+        "o.weight": ROWS,
+        "router.weight": ROWS,
+    }
+    check(RoutedQueryAttention(), expected)
+
+
+def test_a_router_choosing_the_queries_is_no_unread_query():
+    # the row flow stops at a mask computed from another projection, so q's heads go unread and
+    # q is named; the router, whose output only picks rows (a mask operand), is not
+    expected = {"q.weight": BlockLayout.tensor(), "k.weight": HEADS, "v.weight": ROWS, "o.weight": ROWS}
+    check(RouterSkippedQueries(), expected | {"router.weight": ROWS}, allowed=("q.weight",))
+
+
+def test_normalised_products_that_weight_no_values_are_no_attention():
+    check(ContrastiveLogits(), {"a.weight": ROWS, "b.weight": ROWS})
