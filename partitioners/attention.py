@@ -250,8 +250,8 @@ def _score_terms(scores: fx.Node, per_head: bool) -> list[list[tuple[fx.Node, in
 
 
 def _per_head(node: fx.Node) -> bool:
-    """A contraction of row axes with an output axis both operands share (heads, batch); the
-    first operand may have more row axes (Funnel's position keys ``tnh`` shared by the batch)."""
+    """A contraction of row axes with an output axis both operands share (heads, batch); an
+    operand may have several row axes (Funnel's ``binh,tnh``: position keys shared by the batch)."""
     if op_name(node) != "einsum":
         return _free_axes(node) is not None
     inputs, out = args_of(node)[0].replace(" ", "").split("->")

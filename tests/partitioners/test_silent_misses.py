@@ -90,6 +90,30 @@ class RelativeSegmentAttention(nn.Module):
         return self.o(merge_heads(probs @ split_heads(self.v(x))))
 
 
+class TwoStreamQueries(nn.Module):
+    """XLNet-style two streams through one query weight: the content stream's queries, and the
+    queries of a second stream moved onto the last 2 positions by a one-hot target mapping (a
+    contraction over positions the row flow doesn't follow); both attend to the same keys."""
+
+    targets: torch.Tensor
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(C, C, bias=False) for _ in range(4))
+        self.register_buffer("targets", torch.eye(T)[-2:])  # (2, T)
+
+    def forward(self, x):
+        k, v = split_heads(self.k(x)), split_heads(self.v(x))
+        content = split_heads(self.q(x))
+        picked = torch.einsum("bmc,mt->btc", self.q(x[:, :2]), self.targets)
+        out = (content @ k.mT).softmax(-1) @ v + (split_heads(picked) @ k.mT).softmax(-1) @ v
+        return self.o(merge_heads(out))
+
+
+def test_a_query_weight_read_in_one_stream_is_a_query_in_the_other_too():
+    check(TwoStreamQueries(), {"q.weight": HEADS, "k.weight": HEADS, "v.weight": ROWS, "o.weight": ROWS})
+
+
 def test_score_terms_of_projections_are_sites_and_the_segment_term_is_not():
     traced = make_fx(RelativeSegmentAttention(), pre_dispatch=True)
     graph = traced(torch.zeros(2, T, C)).graph
