@@ -6,7 +6,8 @@ A site is a query and a key contracted per head over one axis (the head dimensio
 backend ops) or ``flex_attention``. Between the two contractions the scores may pass elementwise
 ops, masks, casts, concatenations (sink logits) and slices, and either
 
-* a normalisation over the key axis (``softmax``, or its ``exp(s) / exp(s).sum()`` form); every
+* a normalisation over the key axis (``softmax``, its ``exp(s) / exp(s).sum()`` form, or
+  ``exp(s - logsumexp(s))``); every
   per-head contraction added to the scores before it is a site of its own (relative-position
   scores: DeBERTa's ``q . pos_k``, Transformer-XL's skewed ``q . r``, ViTDet's ``q . R_h``), or
 * no normalisation (linear attention: decay masks, the chunked delta rule). Then the evidence
@@ -21,7 +22,7 @@ reader then asks which projection rows land in which query/key head.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import fx
@@ -45,9 +46,18 @@ from .ops import (
 _REACH = 16
 #: ops relative-position scores pass on their way to the content scores: the gather by relative
 #: distance (DeBERTa) and the transposes of a key-side score (p2c), besides the pad/view skew
-_POSITION_SCORE_OPS = SCORE_OPS | {"gather", "transpose", "permute", "t", "mT"}
+_POSITION_SCORE_OPS = SCORE_OPS | {"gather", "index_select", "transpose", "permute", "t", "mT"}
 #: ops whose weight operand makes them a projection: a query or key is read past none of them
 _PROJECTION_OPS = CONV_OPS | EMBEDDING_OPS | {"linear", "addmm", "_grouped_mm", "grouped_mm"}
+
+
+#: position of the index (or condition) argument of ops that pick, write or select by it
+_INDEX_ARGS = {
+    **dict.fromkeys(("gather", "index_select", "index_add", "index_add_", "index_copy", "index_fill"), 2),
+    **dict.fromkeys(("scatter", "scatter_", "scatter_add", "scatter_add_", "scatter_reduce"), 2),
+    **dict.fromkeys(("index", "_unsafe_index", "index_put", "index_put_", "masked_fill", "masked_fill_"), 1),
+    "where": 0,
+}
 
 
 @dataclass
@@ -129,31 +139,42 @@ def _free_axes(node: fx.Node) -> tuple[int, int] | None:
     return None
 
 
-def _search(start: fx.Node, forward: bool, through: frozenset[str] = SCORE_OPS) -> Iterable[fx.Node]:
-    """Nodes reached from ``start`` through ``through`` ops (plus the first node past them)."""
+def _search(
+    start: fx.Node, forward: bool, through: frozenset[str] | Callable[[fx.Node], bool] = SCORE_OPS
+) -> Iterable[fx.Node]:
+    """Nodes reached from ``start`` through ``through`` ops (tensors only), plus the first node
+    past them; or through the nodes ``through`` accepts (tuples too: a ``chunk``), back only
+    along the data they carry (:func:`_data_inputs`)."""
+    crosses = through if callable(through) else (lambda n: op_name(n) in through)
+    inputs = _data_inputs if callable(through) else (lambda n: n.all_input_nodes)
     seen, queue = {start}, deque([(start, 0)])
     while queue:
         node, depth = queue.popleft()
         if depth >= _REACH:
             continue
-        for nxt in node.users if forward else node.all_input_nodes:
-            if nxt in seen or not is_tensor(nxt):
+        for nxt in node.users if forward else inputs(node):
+            if nxt in seen or not (callable(through) or is_tensor(nxt)):
                 continue
             seen.add(nxt)
             yield nxt
-            if op_name(nxt) in through:
+            if crosses(nxt):
                 queue.append((nxt, depth + 1))
 
 
 def _normalised_input(node: fx.Node) -> fx.Node | None:
-    """The scores a normalisation takes: ``softmax(s)``, or ``e / e.sum(...)``."""
+    """The scores a normalisation takes: ``softmax(s)``, ``e / e.sum(...)``, or the log-softmax
+    ``s - logsumexp(s)`` (``exp`` of it is the softmax)."""
     name = op_name(node)
     if name in SOFTMAX_OPS:
         return args_of(node)[0] if isinstance(args_of(node)[0], fx.Node) else None
-    if name == "div" and len(args_of(node)) == 2 and all(isinstance(a, fx.Node) for a in args_of(node)):
-        num, den = args_of(node)
-        if op_name(den) == "sum" and args_of(den)[0] is num:
-            return num
+    pair = args_of(node)[:2]
+    if len(pair) != 2 or not all(isinstance(a, fx.Node) for a in pair):
+        return None
+    first, second = pair
+    if name == "div" and op_name(second) == "sum" and args_of(second)[0] is first:
+        return first
+    if name == "sub" and op_name(second) == "logsumexp" and args_of(second)[0] is first:
+        return first  # a log-softmax: ``exp`` of it (a score op) is the softmax
     return None
 
 
@@ -221,8 +242,94 @@ def _score_terms(scores: fx.Node, per_head: bool) -> list[list[tuple[fx.Node, in
     forms; without ``per_head`` and with none of those, the nearest (one head, ``mm``)."""
     back = [scores, *_search(scores, forward=False, through=_POSITION_SCORE_OPS)]
     terms = [(n, ops) for n in back if (ops := _activation_contraction(n)) is not None]
-    heads = [ops for n, ops in terms if _free_axes(n) is not None]
+    heads = [ops for n, ops in terms if _per_head(n)]
+    # of several, the bilinear forms of projected activations: not a segment term (XLNet's
+    # one-hot segment matrix against ``q . seg_embed``)
+    heads = [ops for ops in heads if all(_projected(t) for t, _ in ops)] or heads
     return heads if per_head or heads else [ops for _, ops in terms[:1]]
+
+
+def _per_head(node: fx.Node) -> bool:
+    """A contraction of row axes with an output axis both operands share (heads, batch); an
+    operand may have several row axes (Funnel's ``binh,tnh``: position keys shared by the batch)."""
+    if op_name(node) != "einsum":
+        return _free_axes(node) is not None
+    inputs, out = args_of(node)[0].replace(" ", "").split("->")
+    a, b = inputs.split(",")
+    return any(c in b and c in out for c in a) and any(c not in b for c in a) and any(c not in a for c in b)
+
+
+def _is_projection(node: fx.Node) -> bool:
+    """``node`` multiplies an activation by a weight: a linear map, conv, or contraction with a
+    weight operand (an embedding lookup is no projection of the token stream)."""
+    if op_name(node) in _PROJECTION_OPS - EMBEDDING_OPS:
+        return True
+    operands = contraction_operands(node)
+    return operands is not None and any(is_weight(n) for n, _ in operands)
+
+
+def _in_stream(node: fx.Node) -> bool:
+    """``node`` neither projects, nor mixes tokens, nor normalises (a router's gates, another
+    attention's probabilities): searches for sources and uses cross it."""
+    return (
+        not _is_projection(node) and _activation_contraction(node) is None and _normalised_input(node) is None
+    )
+
+
+def _data_inputs(node: fx.Node) -> list[fx.Node]:
+    """The inputs whose values ``node`` carries on: not the indices it picks or writes by, nor
+    the condition it selects by (a router's top-k experts choose rows, they are no features)."""
+    name, args = op_name(node), args_of(node)
+    skipped = args[_INDEX_ARGS[name]] if name in _INDEX_ARGS and len(args) > _INDEX_ARGS[name] else None
+    dropped = set(skipped if isinstance(skipped, list | tuple) else [skipped])
+    return [n for n in node.all_input_nodes if n not in dropped]
+
+
+def _source_projections(node: fx.Node) -> set[fx.Node]:
+    """The nearest projections ``node`` is computed from (within :data:`_REACH` ops, past no
+    contraction of activations)."""
+    if not _in_stream(node):
+        return {node} if _is_projection(node) else set()
+    return {n for n in _search(node, forward=False, through=_in_stream) if _is_projection(n)}
+
+
+def _projected(node: fx.Node) -> bool:
+    """``node`` is computed from a projection by a weight."""
+    return bool(_source_projections(node))
+
+
+def _score_pairs(node: fx.Node) -> list[tuple[fx.Node, ...]]:
+    """The pairs of tensors contracted into the scores that ``node`` normalises before they
+    weight values: a fused attention's query and key, or the operands of every per-head
+    contraction of activations its scores are computed from (a product without a head axis is a
+    bias shared by the heads)."""
+    if is_fused_attention(op_name(node)):
+        return [tuple(a for a in args_of(node)[:2] if isinstance(a, fx.Node))]
+    scores = _normalised_input(node)
+    weighs = scores is not None and any(
+        _activation_contraction(n) is not None for n in _search(node, forward=True, through=_in_stream)
+    )
+    if scores is None or not weighs:
+        return []
+    back = [scores, *_search(scores, forward=False, through=_in_stream)] if _in_stream(scores) else [scores]
+    return [
+        tuple(n for n, _ in ops)
+        for c in back
+        if (ops := _activation_contraction(c)) is not None and _per_head(c)
+    ]
+
+
+def score_projections(graph: fx.Graph) -> set[fx.Node]:
+    """The projections on both sides of every attention's scores, read as a site or not: each
+    must be read as query or key heads (the safety net for attention the reader can't follow,
+    through ``as_strided`` chunks or a sort by hash)."""
+    found: set[fx.Node] = set()
+    for node in graph.nodes:
+        for pair in _score_pairs(node):
+            sides = [_source_projections(n) for n in pair]
+            if len(sides) == 2 and all(sides):
+                found |= sides[0] | sides[1]
+    return found
 
 
 def _normalised_sites(node: fx.Node) -> list[AttentionSite]:

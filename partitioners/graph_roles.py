@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
-from .attention import AttentionSite, attention_sites
+from .attention import AttentionSite, attention_sites, score_projections
 from .features import FeatureReader
 from .layout import BlockLayout, Segment
 from .plan import CONV_LAYOUT, Decision
@@ -170,6 +170,10 @@ def _row_decision(uses: list[Use], shape: tuple[int, ...], axis: int, ctx: Graph
     for found in by_rows.values():  # the same heads as queries in one use, keys in another
         if {d.role for d in found} == {"query", "key"} and len({d.layout for d in found}) == 1:
             found.difference_update([d for d in found if d.role == "query"])
+        if {d.role for d in found} in ({"linear", "query"}, {"linear", "key"}) and len(found) == 2:
+            # heads read in one use; another whose rows reach no attention the reader follows
+            # (XLNet's query stream picked by a target mapping) doesn't make them rows
+            found.difference_update([d for d in found if d.role == "linear"])
         if len(found) != 1:
             return None
     if len(by_rows) == 1 and next(iter(by_rows)) == (0, shape[axis]):
@@ -295,6 +299,10 @@ def decide(uses: list[Use], shape: tuple[int, ...], ctx: GraphContext) -> Decisi
     return _projections(uses, shape, ctx)
 
 
+#: roles of a projection whose query or key heads were read (a conv stays one block)
+_HEADS_READ = frozenset({"query", "key", "qkv", "conv"})
+
+
 @dataclass
 class GraphReading:
     """What the graph says about each parameter it uses."""
@@ -318,13 +326,19 @@ def graph_decisions(
     ctx = GraphContext(sites, attention_fed(sites), output, whole_model)
     reading = GraphReading({}, set())
     features = FeatureReader(set(params))
+    scoring = score_projections(graph)
     for node, name in params.items():
         if name not in shapes:
             continue
         uses = parameter_uses(node, shapes[name], features)
         if uses:
             ctx.heads_unread = False
-            reading.decisions[name] = decide(uses, shapes[name], ctx)
+            decision = decide(uses, shapes[name], ctx)
+            if any(u.node in scoring for u in uses) and (
+                decision is None or decision.role not in _HEADS_READ
+            ):
+                ctx.heads_unread, decision = True, None  # scored against another projection, heads unread
+            reading.decisions[name] = decision
             if ctx.heads_unread:
                 reading.heads_unread.add(name)
     return reading

@@ -275,7 +275,7 @@ CASES = [
             "*norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: the mixture-of-attention query experts' heads are not read: experts.input_linear (W[i] per expert on a data-dependent token count, outputs cat'ed and index_add'ed into zeros, then viewed to heads) gets one block per (expert, row), not per (expert, head): the row flow can't label symbolic shapes nor follow index_add (the MLP experts are right)",
+        miss="warned: the mixture-of-attention query experts' heads are not read: experts.input_linear (W[i] per expert on a data-dependent token count, outputs cat'ed and index_add'ed into zeros, then viewed to heads) gets one block, named in the warning, not one per (expert, head): the row flow can't label symbolic shapes nor follow index_add (the MLP experts are right)",
     ),
     Case(
         # RecurrentGemma (Griffin): recurrent layers (linear_x -> depthwise Conv1d -> RG-LRU with

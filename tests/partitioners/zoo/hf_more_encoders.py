@@ -197,7 +197,6 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*.bias": element(),
         },
-        miss="SILENT: r_kernel (D, H, HD) projects relative positions into per-head keys (einsum 'td,dnh->tnh', relative-shift scores added to the content scores) not read as attention: one block per (head, dim), not per head",
     ),
     Case(
         # XLNet two-stream relative attention as einsums with 3-D weights (D, H, HD): q, k, r
@@ -229,7 +228,6 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: the attention site takes the segment scores (einsum 'ijbs,ibns->bnij', added to the content scores) as its q.k: the (D, H, HD) q/k einsum weights are read as plain projections, one block per (head, dim) instead of per head; r (relative position keys through a relative shift) likewise",
     ),
     Case(
         # ConvBERT mixed attention: H/head_ratio = 2 self-attention heads of 8 plus a span-based

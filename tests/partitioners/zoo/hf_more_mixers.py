@@ -299,7 +299,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: scores normalized as exp(s - logsumexp(s)), not by a softmax: no attention site, so query/key/query_key get per row, not per head; axial position tables (broadcast + cat) other, warned",
+        miss="warned: LSH attention sorts queries/keys by hash (a gather by data-dependent indices) and the row flow stops there: query_key one block, named in the warning, not per head (the local attention layer is right); axial position tables (broadcast + cat) other, warned",
     ),
     Case(
         # DINOv3 ViT: class token, 2 register tokens and a mask token (used: bool_masked_pos),

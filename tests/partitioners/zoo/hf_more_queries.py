@@ -62,7 +62,7 @@ CASES = [
             "*layer_norm.weight": whole(),
             "*bias": element(),
         },
-        miss="SILENT: sliding-window chunks made with as_strided, scored by einsum and reshuffled along diagonals are not read as attention (no site; the row flow stops at as_strided): query/key and query_global/key_global per row, not per head",
+        miss="warned: sliding-window chunks made with as_strided, scored by einsum and reshuffled along diagonals are not read as attention (no site; the row flow stops at as_strided): query/key and query_global/key_global one block each, named in the warning, not per head",
     ),
     Case(
         # ViTDet: absolute positions (1, 1 + 16, D) with the class row dropped ([:, 1:]) and the
