@@ -1,8 +1,8 @@
 """One zoo entry: a real architecture from a tiny config, and its layout read from the source.
 
 To add an architecture, append one ``Case`` to the ``CASES`` list of the module for its library
-(``hf_decoders.py``, ``hf_others.py``, ``litgpt_models.py``, ``torch_nn.py``): a builder that
-returns the model (random weights, no downloads) and its example inputs, and the expected blocks
+(``hf_decoders.py``, ``hf_others.py``, ``hf_more*.py``, ``litgpt_models.py``, ``torch_nn.py``): a
+builder that returns the model (random weights, no downloads) and its example inputs, and the expected blocks
 of every trainable parameter, as ``{fnmatch pattern: blocks}`` (first matching pattern wins; every
 pattern must match something). Write the expectation from the library's modeling code, never from
 ``auto_partition``'s output. If today's reader misses it, set ``miss`` to the class of the miss:
