@@ -199,12 +199,8 @@ def list_index_as_slice() -> Iterator[None]:
     ``Tensor.__getitem__`` for the trace costs nothing elsewhere (a torch-function mode would
     see every call).
     """
-    original = torch.Tensor.__getitem__
-    torch.Tensor.__getitem__ = _getitem_with_slices(original)  # type: ignore[method-assign]
-    try:
+    with _wrapped(torch.Tensor, "__getitem__", _getitem_with_slices):
         yield
-    finally:
-        torch.Tensor.__getitem__ = original  # type: ignore[method-assign]
 
 
 # ---- module casts in the forward -------------------------------------------------------------
@@ -230,12 +226,19 @@ def module_casts_kept() -> Iterator[None]:
     for the parameters (``_apply(): Couldn't swap``); a cast to the dtype the parameters already
     have, or to another device (the copy stays on ``meta``), changes nothing, so it is skipped.
     """
-    original = nn.Module.to
-    nn.Module.to = _to_in_place(original)  # type: ignore[method-assign]
+    with _wrapped(nn.Module, "to", _to_in_place):
+        yield
+
+
+@contextlib.contextmanager
+def _wrapped(owner: type, name: str, wrap: Callable[[Any], Any]) -> Iterator[None]:
+    """``owner.name`` replaced by ``wrap(owner.name)`` inside the block, restored after."""
+    original = getattr(owner, name)
+    setattr(owner, name, wrap(original))
     try:
         yield
     finally:
-        nn.Module.to = original  # type: ignore[method-assign]
+        setattr(owner, name, original)
 
 
 # ---- the two tracers ---------------------------------------------------------------------------
