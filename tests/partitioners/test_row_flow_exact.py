@@ -738,3 +738,19 @@ def test_attention_fed_stops_at_an_op_with_another_tensor():
     site = AttentionSite(nodes["q_1"], nodes["k_1"], nodes["v_1"], sdpa)
     # the attention output and its transpose; not the gated product, nor what is moved after it
     assert {n.name for n in attention_fed([site])} == {sdpa.name, "transpose_1"}
+
+
+def test_a_constant_pad_keeps_the_rows_and_any_other_pad_ends_them():
+    def f(x, w):
+        h = F.linear(x, w)
+        return F.pad(h, (1, 1)), F.pad(h, (1, 1), mode="reflect"), torch.ops.aten.constant_pad_nd(h, [1, 1])
+
+    nodes = graph(f, (1, 3), (3, 3))
+    assert nodes["pad_1"].args[2:] == ("reflect",)  # make_fx passes the mode by position
+    flow = propagate(nodes["linear"], rows(3))
+    assert labels_of(flow, nodes["pad"]) == [[-1, 0, 1, 2, -1]]  # padding holds no row
+    assert labels_of(flow, nodes["constant_pad_nd"]) == [[-1, 0, 1, 2, -1]]
+    assert nodes["pad_1"] not in flow.labels  # reflected positions copy rows: not followed
+    # the mode given by keyword, as another tracer may record it
+    nodes["pad_1"].args, nodes["pad_1"].kwargs = nodes["pad_1"].args[:2], {"mode": "reflect"}
+    assert nodes["pad_1"] not in propagate(nodes["linear"], rows(3)).labels
