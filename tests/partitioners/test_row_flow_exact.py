@@ -743,12 +743,15 @@ def test_attention_fed_stops_at_an_op_with_another_tensor():
 def test_a_constant_pad_keeps_the_rows_and_any_other_pad_ends_them():
     def f(x, w):
         h = F.linear(x, w)
-        return F.pad(h, (1, 1)), F.pad(h, (1, 1), mode="reflect"), torch.ops.aten.constant_pad_nd(h, [1, 1])
+        pads = F.pad(h, (1, 1)), F.pad(h, (1, 1), mode="reflect"), torch.ops.aten.pad(h, [1, 1], "constant")
+        return (*pads, torch.ops.aten.constant_pad_nd(h, [1, 1]))
 
     nodes = graph(f, (1, 3), (3, 3))
     assert nodes["pad_1"].args[2:] == ("reflect",)  # make_fx passes the mode by position
+    nodes["pad_2"].args = (*nodes["pad_2"].args[:2], "constant")  # make_fx drops a default mode
     flow = propagate(nodes["linear"], rows(3))
     assert labels_of(flow, nodes["pad"]) == [[-1, 0, 1, 2, -1]]  # padding holds no row
+    assert labels_of(flow, nodes["pad_2"]) == [[-1, 0, 1, 2, -1]]
     assert labels_of(flow, nodes["constant_pad_nd"]) == [[-1, 0, 1, 2, -1]]
     assert nodes["pad_1"] not in flow.labels  # reflected positions copy rows: not followed
     # the mode given by keyword, as another tracer may record it
