@@ -757,3 +757,12 @@ def test_a_constant_pad_keeps_the_rows_and_any_other_pad_ends_them():
     # the mode given by keyword, as another tracer may record it
     nodes["pad_1"].args, nodes["pad_1"].kwargs = nodes["pad_1"].args[:2], {"mode": "reflect"}
     assert nodes["pad_1"] not in propagate(nodes["linear"], rows(3)).labels
+
+
+def test_an_index_computed_from_the_data_ends_the_rows():
+    def f(x, w, s):
+        return F.linear(x, w)[:, s.argmax(-1)]  # which row is picked depends on the values of s
+
+    nodes = graph(f, (1, 3), (3, 3), (1, 3))
+    assert "index" in nodes
+    assert nodes["index"] not in propagate(nodes["linear"], rows(3)).labels
