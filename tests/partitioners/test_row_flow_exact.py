@@ -21,6 +21,7 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from partitioners import BlockLayout, auto_partition, row_flow
 from partitioners.attention import AttentionSite
+from partitioners.ops import op_name
 from partitioners.row_flow import (
     LabelFlow,
     attention_fed,
@@ -766,3 +767,25 @@ def test_an_index_computed_from_the_data_ends_the_rows():
     nodes = graph(f, (1, 3), (3, 3), (1, 3))
     assert "index" in nodes
     assert nodes["index"] not in propagate(nodes["linear"], rows(3)).labels
+
+
+def test_a_transposed_depthwise_convolution_ends_the_rows():
+    """A transposed conv spreads each input position over several outputs: not followed, however
+    it is spelled (its weight (3, 1, 1) would otherwise pass for a depthwise conv's)."""
+
+    def f(x, w, taps):
+        h = F.linear(x, w).transpose(1, 2)  # (1, 3 rows, 2 positions)
+        conv = torch.ops.aten.convolution(h, taps, None, [1], [0], [1], True, [0], 3)
+        private = torch.ops.aten._convolution(
+            h, taps, None, [1], [0], [1], True, [0], 3, False, False, False, False
+        )
+        plain = torch.ops.aten.convolution(h, taps, None, [1], [0], [1], False, [0], 3)
+        return F.conv_transpose1d(h, taps, groups=3), conv, private, F.conv1d(h, taps, groups=3), plain
+
+    nodes = graph(f, (1, 2, 4), (3, 4), (3, 1, 1))
+    ops = {n: op_name(nodes[n]) for n in ("conv_transpose1d", "convolution", "_convolution", "conv1d")}
+    assert ops == {n: n for n in ops}
+    flow = propagate(nodes["linear"], torch.arange(3, dtype=torch.int32).expand(1, 2, 3))
+    assert labels_of(flow, nodes["conv1d"]) == [[[0, 0], [1, 1], [2, 2]]]  # the plain depthwise conv
+    assert labels_of(flow, nodes["convolution_1"]) == [[[0, 0], [1, 1], [2, 2]]]  # as aten.convolution
+    assert not {nodes["conv_transpose1d"], nodes["convolution"], nodes["_convolution"]} & set(flow.labels)
