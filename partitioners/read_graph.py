@@ -11,6 +11,8 @@ every module that failed is reported with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,12 +131,36 @@ def _read_children(
         _read_children(child, path + ".", captured, collapse, into)
 
 
+@contextmanager
+def _any_kernels() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` off for the block, then restored as it was.
+
+    With it on (``Trainer(deterministic=True)`` leaves it on), some ops trace to other
+    decompositions (a bilinear ``interpolate`` of a position table among them); the partition
+    must not depend on a flag that only chooses kernels.
+    """
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def graph_pass(
     model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None, collapse: bool
 ) -> GraphPass:
-    """Read the whole model from its graph, or each submodule that can be read on its own."""
+    """Read the whole model from its graph, or each submodule that can be read on its own
+    (whatever the deterministic-algorithms setting)."""
+    with _any_kernels():
+        return _graph_pass(model, args, dict(kwargs or {}), collapse)
+
+
+def _graph_pass(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], collapse: bool) -> GraphPass:
     result = GraphPass()
-    kwargs = dict(kwargs or {})
     try:
         _read(model, "", args, kwargs, collapse, result)
         return result

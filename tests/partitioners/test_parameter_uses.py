@@ -389,3 +389,20 @@ def test_decay_rate_added_to_a_state_is_no_bias():
 def test_reads_are_quiet(model):
     _, found = read(model())
     assert found == []
+
+
+@pytest.mark.parametrize("warn_only", [False, True])
+def test_the_plan_does_not_depend_on_the_deterministic_algorithms_setting(warn_only):
+    """``Trainer(deterministic=True)`` turns it on for the process; the resized tables trace to
+    other ops under it. The reader's answer is the same, and the setting is left as it was."""
+    torch.manual_seed(0)
+    model = ResizedTables()
+    plain = auto_partition(model, X)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    try:
+        assert auto_partition(model, X) == plain
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled() == warn_only
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert plain["bias_table"].layout == BlockLayout.rows(0)
