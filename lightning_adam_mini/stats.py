@@ -8,7 +8,6 @@ point: few of them), summarised per role by min / median / max.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -18,6 +17,7 @@ from torch.optim import Optimizer
 
 from partitioners import PartitionPlan
 
+from .functional import _one_minus_power
 from .optimizer import AdamMini
 from .sharded import local_tensor
 
@@ -62,15 +62,13 @@ def step_size_stats(optimizer: AdamMini, prefix: str = "adam_mini") -> dict[str,
     per_role: dict[str, list[Tensor]] = defaultdict(list)
     for group in optimizer.param_groups:
         lr, (_, beta2), eps = group["lr"], group["betas"], group["eps"]
-        log_beta2 = math.log(beta2) if beta2 > 0 else -math.inf
         for name, p in zip(group["param_names"], group["params"]):
             state = optimizer.state.get(p)
             if not state:
                 continue
             v = local_tensor(state["exp_avg_sq"]).detach().float().flatten()
-            # 1 - beta2**t = -expm1(t log beta2): exact in fp32, and on v's device (no host sync)
-            t = state["step"].to(v.device, torch.float32)
-            bias_correction2 = torch.special.expm1(t * log_beta2).neg_()
+            # 1 - beta2**t on v's device (no host sync), as the step computes it
+            (bias_correction2,) = _one_minus_power(beta2, [state["step"].to(v.device, torch.float32)])
             per_role[optimizer.plan[name].role].append(
                 (v / bias_correction2).sqrt_().add_(eps).reciprocal_().mul_(lr)
             )
