@@ -46,7 +46,7 @@ class Rule:
     def __post_init__(self) -> None:
         if isinstance(self.has_role, (list, tuple)):
             object.__setattr__(self, "has_role", tuple(self.has_role))
-        roles = (self.has_role,) if isinstance(self.has_role, str) else self.has_role or ()
+        roles = self._roles
         if self.has_role is not None and not (roles and all(isinstance(r, str) and r for r in roles)):
             raise ValueError(f"'has_role' takes a role name or a list of them, got {self.has_role!r}")
         if self.match is None and self.module is None and self.has_role is None:
@@ -55,6 +55,11 @@ class Rule:
             )
         if self.role is None and self.layout is None:
             raise ValueError(f"rule {self.describe()} sets neither 'role' nor 'layout'")
+
+    @property
+    def _roles(self) -> tuple[str, ...]:
+        """``has_role`` as a tuple (empty when not given)."""
+        return (self.has_role,) if isinstance(self.has_role, str) else self.has_role or ()
 
     def describe(self) -> str:
         """The rule's selectors, as a person wrote them (for messages)."""
@@ -79,10 +84,8 @@ class Rule:
         """Whether the parameter ``name`` (owned by ``owner``, with ``role`` in the plan) is selected."""
         if self.match is not None and not fnmatch.fnmatchcase(name, self.match):
             return False
-        if self.has_role is not None:
-            roles = (self.has_role,) if isinstance(self.has_role, str) else self.has_role
-            if role not in roles:
-                return False
+        if self.has_role is not None and role not in self._roles:
+            return False
         if self.module is None:
             return True
         if owner is None:

@@ -5,8 +5,8 @@ The whole model is traced first (:func:`~partitioners.trace.trace`, which follow
 code at its upper bound when it must). If that fails (a value with no upper bound, a forward that
 raises), a meta copy of the model is run eagerly with a forward pre-hook on every submodule,
 which records the inputs that reached it. Each child that was reached is then traced on its own
-with those inputs; a child that fails again is split into its children, and so on. What still can't be read is left to the fallbacks, and
-every module that failed is reported with its reason.
+with those inputs; a child that fails again is split into its children, and so on. What still
+can't be read is left to the fallbacks, and every module that failed is reported with its reason.
 """
 
 from __future__ import annotations
