@@ -15,14 +15,14 @@ from collections.abc import Collection
 import torch
 from torch import fx
 
-from .ops import CONV_OPS, EMBEDDING_OPS, args_of, is_tensor, op_name, shape_of
+from .ops import CONTRACTION_OPS, CONV_OPS, EMBEDDING_OPS, args_of, is_tensor, op_name, shape_of
 
 #: the feature axes of a node's output; ``None``: not known (an input, a creation op, an op the
 #: reader doesn't follow)
 Features = frozenset[int] | None
 
 _LAST_AXIS = frozenset({"linear", "addmm", *EMBEDDING_OPS})
-_MATMUL = frozenset({"matmul", "mm", "bmm", "baddbmm"})
+_MATMUL = CONTRACTION_OPS - {"einsum"}  # the plain matrix products
 _PERMUTE = frozenset({"t", "numpy_T", "mT", "transpose", "permute"})
 _RESHAPE = frozenset(
     {

@@ -114,6 +114,16 @@ def _outside_tracing() -> Iterator[None]:
         yield
 
 
+def _run_outside(run: Callable[..., Any], args: tuple, kwargs: dict, real: Callable[[Any], Any]) -> Any:
+    """``run`` on CPU stand-ins (``real`` of each leaf), unseen by the tracers; ``None`` if it
+    raises."""
+    try:
+        with _outside_tracing():
+            return run(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
+    except Exception:
+        return None
+
+
 # ops whose integer result is bounded by their (first) input's bound
 _KEEPS_BOUND = {
     torch.Tensor.max,
@@ -360,17 +370,16 @@ class UpperBounds(TorchFunctionMode):
         inputs = [a for a in pytree.tree_leaves((args, kwargs)) if is_meta(a)]
         if not inputs or not all(a in self._values for a in inputs):
             return None
-        real = lambda a: self._values[a] if is_meta(a) else _cpu(a)  # noqa: E731
-        try:
-            with _outside_tracing():
-                values = func(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
-        except Exception:
-            return None
+        values = _run_outside(func, args, kwargs, self._known)
         if not isinstance(values, torch.Tensor):
             return None
         out = torch.empty(values.shape, dtype=values.dtype, device="meta")
         self._values[out] = values
         return out
+
+    def _known(self, a: Any) -> Any:
+        """A meta leaf's known values (a CPU tensor); any other leaf on the CPU."""
+        return self._values[a] if is_meta(a) else _cpu(a)
 
     def _forget(self, x: Any) -> None:
         """``x`` is written in place: its known values, and those of every view sharing them, are
@@ -392,13 +401,11 @@ class UpperBounds(TorchFunctionMode):
                 return
             real = lambda a: torch.ones(a.shape, dtype=a.dtype) if is_meta(a) else _cpu(a)  # noqa: E731
         elif all(a in self._values for a in inputs) and any(_small_integers(o) for o in outs):
-            real = lambda a: self._values[a] if is_meta(a) else _cpu(a)  # noqa: E731
+            real = self._known
         else:
             return
-        try:
-            with _outside_tracing():
-                values = run(*pytree.tree_map(real, args), **pytree.tree_map(real, kwargs))
-        except Exception:  # an op that doesn't run on CPU tensors: its values stay unknown
+        values = _run_outside(run, args, kwargs, real)
+        if values is None:  # an op that doesn't run on CPU tensors: its values stay unknown
             return
         found = pytree.tree_leaves(values)
         if len(outs) == len(found):
